@@ -1,0 +1,26 @@
+# Petrel — see README.md. Kernel tests need root.
+GO      ?= go
+TOOLS   := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(PATH)
+
+.PHONY: all build deps test bench clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o bin/ ./cmd/...
+
+# Installs test dependencies (Debian packages, pinned Go tools).
+deps:
+	./test/setup.sh
+
+# Every test, the kernel ones included (as root).
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+bench: deps build
+	$(GO) run ./test/bench/cnibench -plugin $(CURDIR)/bin/petrel-cni
+
+clean:
+	rm -rf bin .tools

@@ -1,0 +1,139 @@
+package cni_test
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/petrelnet/petrel/internal/netnstest"
+)
+
+// requireTool finds an external program the test drives. CI installs them
+// all (test/setup.sh), so there a missing one fails the test.
+func requireTool(t *testing.T, path string) string {
+	t.Helper()
+	p, err := exec.LookPath(path)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not installed: run test/setup.sh", path)
+	}
+	t.Skipf("%s not installed (run test/setup.sh): %v", path, err)
+	return ""
+}
+
+// TestCnitoolPortmapChain drives Petrel through a real runtime client:
+// cnitool runs a conflist chaining Petrel with the reference portmap
+// plugin, and a client outside the node reaches the pod via a hostPort.
+func TestCnitoolPortmapChain(t *testing.T) {
+	n := newNode(t)
+	cnitool := requireTool(t, "cnitool")
+	requireTool(t, "/usr/lib/cni/portmap")
+
+	client := netnstest.New(t, "client")
+	mustRun(t, netnstest.NS{}, "ip", "link", "add", "up0", "netns", n.ns.Name, "type", "veth", "peer", "name", "up0", "netns", client.Name)
+	mustRun(t, n.ns, "ip", "addr", "add", "10.99.9.1/24", "dev", "up0")
+	mustRun(t, n.ns, "ip", "link", "set", "up0", "up")
+	mustRun(t, client, "ip", "addr", "add", "10.99.9.2/24", "dev", "up0")
+	mustRun(t, client, "ip", "link", "set", "up0", "up")
+
+	confDir := t.TempDir()
+	var plugin map[string]any
+	json.Unmarshal([]byte(n.conf()), &plugin)
+	delete(plugin, "cniVersion")
+	delete(plugin, "name")
+	list := map[string]any{
+		"cniVersion": "1.0.0", "name": "petrel-portmap", // Debian's portmap speaks up to 1.0.0
+		"plugins": []any{plugin, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}}},
+	}
+	alone := map[string]any{"cniVersion": "1.1.0", "name": "petrel-alone", "plugins": []any{plugin}}
+	for file, l := range map[string]any{"10-portmap.conflist": list, "20-alone.conflist": alone} {
+		b, _ := json.Marshal(l)
+		if err := os.WriteFile(filepath.Join(confDir, file), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod, other := newPodNS(t), newPodNS(t)
+	env := append(os.Environ(), "NETCONFPATH="+confDir, "CNI_PATH="+filepath.Dir(pluginBin)+":/usr/lib/cni",
+		`CAP_ARGS={"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}`)
+	tool := func(verb, network string, pod netnstest.NS) string {
+		cmd := exec.Command(cnitool, verb, network, pod.Path())
+		cmd.Env = env
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := n.ns.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("cnitool %s: %v\n%s", verb, err, out.String())
+		}
+		return out.String()
+	}
+	out := tool("add", "petrel-portmap", pod)
+	if !strings.Contains(out, `"10.244.1.2/32"`) {
+		t.Fatalf("cnitool add printed %s, want the pod's address", out)
+	}
+	ping(t, n.ns, "10.244.1.2")
+
+	var ln net.Listener
+	if err := pod.Do(func() (err error) { ln, err = net.Listen("tcp", ":80"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "hello from the pod\n")
+			c.Close()
+		}
+	}()
+	var conn net.Conn
+	err := client.Do(func() (err error) { conn, err = net.DialTimeout("tcp", "10.99.9.1:8080", 3*time.Second); return })
+	if err != nil {
+		t.Fatalf("hostPort 8080 from outside the node: %v", err)
+	}
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	got, _ := io.ReadAll(conn)
+	conn.Close()
+	if string(got) != "hello from the pod\n" {
+		t.Fatalf("hostPort answered %q", got)
+	}
+
+	// Debian's portmap 1.1.1 fails CHECK on its own ip6tables rules, so
+	// CHECK through cnitool runs on a conflist of Petrel alone.
+	tool("del", "petrel-portmap", pod)
+	tool("del", "petrel-portmap", pod)
+	out = tool("add", "petrel-alone", other)
+	if !strings.Contains(out, `"fd00:10:244:1::`) {
+		t.Fatalf("cnitool add printed %s, want an IPv6 address too", out)
+	}
+	tool("check", "petrel-alone", other)
+	tool("del", "petrel-alone", other)
+	n.assertClean()
+}
+
+func mustRun(t *testing.T, ns netnstest.NS, name string, args ...string) {
+	t.Helper()
+	var out []byte
+	var err error
+	if ns.Name == "" {
+		out, err = exec.Command(name, args...).CombinedOutput()
+	} else {
+		var s string
+		s, err = ns.Run(name, args...)
+		out = []byte(s)
+	}
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+}

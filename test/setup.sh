@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what Petrel's tests and benchmarks need on a Debian machine, and
+# nothing that is already there. Run as root; `make test` and `make bench`
+# call it. Go tools are pinned and installed into .tools/bin of the checkout.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+apt_packages=(
+	iproute2                    # ip, for test namespaces
+	iputils-ping                # real ICMP probes
+	nftables                    # policy tests read rules back with nft
+	iptables                    # the reference portmap plugin programs iptables
+	containernetworking-plugins # reference ptp, host-local, portmap (/usr/lib/cni)
+)
+missing=()
+for p in "${apt_packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "setup: installing ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# cnitool: a real CNI runtime client, same version as the CNI library in go.mod.
+cni_version=$(cd "$root" && go list -m -f '{{.Version}}' github.com/containernetworking/cni)
+stamp="$root/.tools/cnitool.version"
+if [[ ! -x "$root/.tools/bin/cnitool" || "$(cat "$stamp" 2>/dev/null)" != "$cni_version" ]]; then
+	GOBIN="$root/.tools/bin" go install "github.com/containernetworking/cni/cnitool@$cni_version"
+	echo "$cni_version" >"$stamp"
+fi
