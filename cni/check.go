@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/petrelnet/petrel/internal/rtproto"
 	"github.com/petrelnet/petrel/ipam"
@@ -89,7 +90,7 @@ func checkStore(conf *Config, args *skel.CmdArgs, want []netip.Addr) []string {
 }
 
 func checkPod(fd int, ifName, mac string, addrs []netip.Addr) []string {
-	h, err := netlink.NewHandleAt(netns.NsHandle(fd))
+	h, err := netlink.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_ROUTE)
 	if err != nil {
 		return []string{"netlink in pod namespace: " + err.Error()}
 	}

@@ -152,6 +152,22 @@ func TestFailedAddLeavesNothing(t *testing.T) {
 	n.assertClean()
 }
 
+// A second Petrel interface in the same pod would need a second default
+// route: it is refused with a clear error and the first one is untouched.
+func TestSecondInterfaceRefused(t *testing.T) {
+	n := newNode(t)
+	first := n.add("first")
+	if _, err := n.run("ADD", "first", first.ns.Path(), "eth1", n.conf()); err == nil || err.Code != 4 || !strings.Contains(err.Msg, "one interface per pod") {
+		t.Fatalf("second interface in one pod: %+v", err)
+	}
+	ping(t, n.ns, first.ip(false))
+	if err := n.check(first); err != nil {
+		t.Fatalf("first interface damaged: %v", err)
+	}
+	n.del(first)
+	n.assertClean()
+}
+
 func TestStatus(t *testing.T) {
 	n := newNode(t, "10.244.9.0/30")
 	if _, err := n.run("STATUS", "", "", "", n.conf()); err != nil {

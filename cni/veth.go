@@ -67,7 +67,7 @@ func setup(a *attachment) (wired, error) {
 // link-local gateways. The gateways get permanent neighbour entries with the
 // host veth's MAC, so the pod's first packet never waits for ARP or ND.
 func setupPod(a *attachment, hostMAC net.HardwareAddr) (net.HardwareAddr, error) {
-	h, err := netlink.NewHandleAt(netns.NsHandle(a.netnsFd))
+	h, err := netlink.NewHandleAt(netns.NsHandle(a.netnsFd), unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle in pod namespace: %w", err)
 	}
@@ -94,7 +94,11 @@ func setupPod(a *attachment, hostMAC net.HardwareAddr) (net.HardwareAddr, error)
 			return nil, fmt.Errorf("neighbour %s on %s: %w", gw, a.ifName, err)
 		}
 		for _, r := range podRoutes(idx, gw) {
-			if err := h.RouteAdd(r); err != nil {
+			err := h.RouteAdd(r)
+			if errors.Is(err, unix.EEXIST) {
+				return nil, errf(4, "pod already has a route to %s on another interface: Petrel wires one interface per pod and network", r.Dst)
+			}
+			if err != nil {
 				return nil, fmt.Errorf("pod route %s on %s: %w", r.Dst, a.ifName, err)
 			}
 		}

@@ -54,6 +54,7 @@ type Allocation struct {
 // serialises the CNI processes of concurrent pod starts.
 type Store struct {
 	db   *bolt.DB
+	lock *os.File
 	path string
 }
 
@@ -63,15 +64,44 @@ func Open(dir string, timeout time.Duration) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("ipam data dir %s: %w", dir, err)
 	}
+	lk, err := lock(filepath.Join(dir, LockFile), timeout)
+	if err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, StoreFile)
+	// Every opener holds lk first, so bbolt's own lock is free at once;
+	// the timeout only guards against a process that skips lk.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
-	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("%w: %s held by another process for more than %s", ErrLocked, path, timeout)
+	if err == nil {
+		err = initBuckets(db)
 	}
 	if err != nil {
+		if db != nil {
+			db.Close()
+		}
+		lk.Close()
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("%w: %s held by another process for more than %s", ErrLocked, path, timeout)
+		}
 		return nil, fmt.Errorf("open ipam store %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	return &Store{db: db, lock: lk, path: path}, nil
+}
+
+// initBuckets creates the buckets of a new store. It writes (and fsyncs)
+// only when one is missing: an open of an existing store writes nothing.
+func initBuckets(db *bolt.DB) error {
+	missing := false
+	db.View(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketIPs, bucketOwners, bucketLast} {
+			missing = missing || tx.Bucket(b) == nil
+		}
+		return nil
+	})
+	if !missing {
+		return nil
+	}
+	return db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketIPs, bucketOwners, bucketLast} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -79,15 +109,13 @@ func Open(dir string, timeout time.Duration) (*Store, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("init ipam store %s: %w", path, err)
-	}
-	return &Store{db: db, path: path}, nil
 }
 
-// Close releases the file lock.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the store and releases the lock.
+func (s *Store) Close() error {
+	err := s.db.Close()
+	return errors.Join(err, s.lock.Close())
+}
 
 // Path is the store's file.
 func (s *Store) Path() string { return s.path }

@@ -137,3 +137,28 @@ func TestAllocationsSurviveReopen(t *testing.T) {
 		t.Fatalf("after reopen got %s, want %s", ips(got), ips(a))
 	}
 }
+
+func TestOpenWaitsForLockHolder(t *testing.T) {
+	dir := t.TempDir()
+	first, err := Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan error, 1)
+	go func() {
+		s, err := Open(dir, 5*time.Second)
+		if err == nil {
+			s.Close()
+		}
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		t.Fatalf("second open returned %v while the first held the lock", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	first.Close()
+	if err := <-opened; err != nil {
+		t.Fatalf("second open after the holder closed: %v", err)
+	}
+}
