@@ -1,0 +1,146 @@
+package fib_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/petrelnet/petrel/bgp/fib"
+	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/internal/rtproto"
+)
+
+func route(prefix string, nhs ...string) fib.Route {
+	out := fib.Route{Prefix: netip.MustParsePrefix(prefix), Blackhole: len(nhs) == 0}
+	for _, nh := range nhs {
+		out.NextHops = append(out.NextHops, netip.MustParseAddr(nh))
+	}
+	return out
+}
+
+// routerNS is a namespace with an uplink whose subnet holds the next hops,
+// and one route of another protocol that Petrel must never touch.
+func routerNS(t *testing.T) (netnstest.NS, *netlink.Handle) {
+	netnstest.RequireRoot(t)
+	n := netnstest.New(t, "fib")
+	for _, args := range [][]string{
+		{"link", "add", "up0", "type", "veth", "peer", "name", "up0p"},
+		{"addr", "add", "10.0.0.1/24", "dev", "up0"},
+		{"addr", "add", "fd00::1/64", "dev", "up0", "nodad"},
+		{"link", "set", "up0", "up"},
+		{"link", "set", "up0p", "up"},
+		{"route", "add", "192.0.2.0/24", "via", "10.0.0.9", "proto", "static"},
+	} {
+		if out, err := n.Run("ip", args...); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
+	h, err := netns.GetFromName(n.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	nh, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nh.Close)
+	return n, nh
+}
+
+// ipRoutes is the namespace's table in the kernel's own words.
+func ipRoutes(t *testing.T, n netnstest.NS) string {
+	t.Helper()
+	var all []string
+	for _, fam := range []string{"-4", "-6"} {
+		out, err := n.Run("ip", fam, "route", "show", "proto", "61")
+		if err != nil {
+			t.Fatalf("ip route: %v %s", err, out)
+		}
+		for l := range strings.Lines(out) {
+			all = append(all, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	return strings.Join(all, "\n")
+}
+
+func TestKernelSync(t *testing.T) {
+	n, h := routerNS(t)
+	p := fib.New(fib.NewKernel(h, rtproto.BGP), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	want := []fib.Route{
+		route("10.244.1.0/24"),
+		route("10.244.2.0/24", "10.0.0.2", "10.0.0.3"),
+		route("10.244.3.0/24", "10.0.0.3"),
+		route("fd00:10:244:1::/64"),
+		route("fd00:10:244:2::/64", "fd00::2", "fd00::3"),
+	}
+	ctx := context.Background()
+	if _, err := p.Sync(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	expect := strings.Join([]string{
+		"blackhole 10.244.1.0/24",
+		"10.244.2.0/24",
+		"nexthop via 10.0.0.2 dev up0 weight 1",
+		"nexthop via 10.0.0.3 dev up0 weight 1",
+		"10.244.3.0/24 via 10.0.0.3 dev up0",
+		"blackhole fd00:10:244:1::/64 dev lo metric 1024 pref medium",
+		"fd00:10:244:2::/64 metric 1024 pref medium",
+		"nexthop via fd00::2 dev up0 weight 1",
+		"nexthop via fd00::3 dev up0 weight 1",
+	}, "\n")
+	if got := ipRoutes(t, n); got != expect {
+		t.Fatalf("kernel table:\n%s\nwant:\n%s", got, expect)
+	}
+	if res, err := p.Sync(ctx, want); err != nil || res != (fib.Result{}) {
+		t.Fatalf("second sync changed %+v (%v)", res, err)
+	}
+
+	// Someone deletes a route: the watch pokes, a sync puts it back.
+	pokes := make(chan struct{}, 1)
+	nsh, _ := netns.GetFromName(n.Name)
+	defer nsh.Close()
+	stop, err := fib.Watch(nsh, rtproto.BGP, func() {
+		select {
+		case pokes <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if out, err := n.Run("ip", "route", "del", "10.244.3.0/24"); err != nil {
+		t.Fatalf("foreign delete: %v %s", err, out)
+	}
+	select {
+	case <-pokes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no poke after a foreign delete of a Petrel route")
+	}
+	if res, err := p.Sync(ctx, want); err != nil || res.Replaced != 1 {
+		t.Fatalf("repair sync: %+v %v, want one route replaced", res, err)
+	}
+	if got := ipRoutes(t, n); got != expect {
+		t.Fatalf("after repair:\n%s", got)
+	}
+
+	// Everything withdrawn: Petrel's routes go, the foreign one stays.
+	if _, err := p.Sync(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := ipRoutes(t, n); got != "" {
+		t.Fatalf("routes left after an empty sync: %s", got)
+	}
+	if out, _ := n.Run("ip", "route", "show", "192.0.2.0/24"); !strings.Contains(out, "via 10.0.0.9") {
+		t.Fatalf("foreign route touched: %q", out)
+	}
+}
