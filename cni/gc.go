@@ -75,8 +75,8 @@ func gcVeths(network string, keep func(id, ifName string) bool) error {
 		if l.Type() != "veth" || !strings.HasPrefix(attrs.Name, HostVethPrefix) {
 			continue
 		}
-		net, id, ifName, ok := parseAlias(attrs.Alias)
-		if !ok || net != network || keep(id, ifName) || attrs.Name != HostVethName(id, ifName) {
+		owner, id, ifName, ok := parseAlias(attrs.Alias)
+		if !ok || owner != network || keep(id, ifName) || attrs.Name != HostVethName(id, ifName) {
 			continue
 		}
 		errs = append(errs, removeHostVeth(attrs.Name))

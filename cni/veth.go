@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -51,7 +52,7 @@ func setup(a *attachment) (wired, error) {
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return w, errf(4, "interface %s already exists in the pod namespace", a.ifName)
+			return w, errf(types.ErrInvalidEnvironmentVariables, "interface %s already exists in the pod namespace", a.ifName)
 		}
 		return w, fmt.Errorf("create veth %s/%s: %w", w.hostName, a.ifName, err)
 	}
@@ -96,7 +97,7 @@ func setupPod(a *attachment, hostMAC net.HardwareAddr) (net.HardwareAddr, error)
 		for _, r := range podRoutes(idx, gw) {
 			err := h.RouteAdd(r)
 			if errors.Is(err, unix.EEXIST) {
-				return nil, errf(4, "pod already has a route to %s on another interface: Petrel wires one interface per pod and network", r.Dst)
+				return nil, errf(types.ErrInvalidEnvironmentVariables, "pod already has a route to %s on another interface: Petrel wires one interface per pod and network", r.Dst)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("pod route %s on %s: %w", r.Dst, a.ifName, err)
