@@ -1,0 +1,270 @@
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+)
+
+// Speaker is the embedded BGP speaker of one node.
+type Speaker struct {
+	cfg  Config
+	log  *slog.Logger
+	srv  *server.BgpServer
+	poke func()
+
+	mu      sync.Mutex
+	peers   map[netip.Addr]Peer   // as configured in GoBGP
+	adverts map[netip.Prefix]bool // paths originated here
+	dropped map[netip.Addr]bool   // fell from Established: recreate
+	states  map[netip.Addr]string // last session state seen
+}
+
+// New starts a speaker with no peers and no paths. poke is called (and must
+// not block) whenever best paths or peer states change, so that the
+// caller's loop calls Set and Routes again.
+func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speaker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lvl := &slog.LevelVar{}
+	lvl.Set(slog.LevelInfo)
+	opts := []server.ServerOption{server.LoggerOption(log.With("component", "gobgp"), lvl)}
+	if cfg.GRPCAddress != "" {
+		opts = append(opts, server.GrpcListenAddress(cfg.GRPCAddress))
+	}
+	s := &Speaker{
+		cfg: cfg, log: log, srv: server.NewBgpServer(opts...), poke: poke,
+		peers: map[netip.Addr]Peer{}, adverts: map[netip.Prefix]bool{},
+		dropped: map[netip.Addr]bool{}, states: map[netip.Addr]string{},
+	}
+	go s.srv.Serve()
+	global := &api.Global{Asn: cfg.ASN, RouterId: cfg.RouterID.String(), ListenPort: cfg.ListenPort, UseMultiplePaths: true}
+	for _, a := range cfg.ListenAddresses {
+		global.ListenAddresses = append(global.ListenAddresses, a.String())
+	}
+	err := s.srv.StartBgp(ctx, &api.StartBgpRequest{Global: global})
+	if err == nil {
+		err = s.installGuard(ctx)
+	}
+	if err == nil {
+		err = s.srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{
+			OnBestPath:   func([]*apiutil.Path, time.Time) { poke() },
+			OnPeerUpdate: s.onPeer,
+		}, server.WatchBestPath(false), server.WatchPeer())
+	}
+	if err != nil {
+		s.srv.Stop()
+		return nil, fmt.Errorf("start bgp: %w", err)
+	}
+	return s, nil
+}
+
+// Stop closes every session with a NOTIFICATION (peers withdraw this node's
+// routes at once) and stops the speaker: for leaving for good. A restart
+// should instead just exit, so that peers keep the routes as stale
+// (graceful restart) until the new process announces them again.
+func (s *Speaker) Stop() { s.srv.Stop() }
+
+// onPeer records session states. A session that falls from Established is
+// marked for recreation: GoBGP holds a dropped peer idle for a fixed 5 s
+// and refuses its connections meanwhile, while a new peer connects at once,
+// which brings a restarted top-of-rack router back in about a second.
+func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+	if ev.Type != apiutil.PEER_EVENT_STATE {
+		return
+	}
+	addr, state := ev.Peer.State.NeighborAddress, ev.Peer.State.SessionState
+	s.mu.Lock()
+	prev := s.states[addr]
+	s.states[addr] = stateName(state)
+	if prev == "established" && state != bgp.BGP_FSM_ESTABLISHED {
+		s.dropped[addr] = true
+	}
+	s.mu.Unlock()
+	if prev != stateName(state) {
+		s.log.Info("bgp session", "peer", addr, "from", prev, "to", stateName(state))
+		s.poke()
+	}
+}
+
+func stateName(st bgp.FSMState) string {
+	switch st {
+	case bgp.BGP_FSM_IDLE:
+		return "idle"
+	case bgp.BGP_FSM_CONNECT:
+		return "connect"
+	case bgp.BGP_FSM_ACTIVE:
+		return "active"
+	case bgp.BGP_FSM_OPENSENT:
+		return "opensent"
+	case bgp.BGP_FSM_OPENCONFIRM:
+		return "openconfirm"
+	case bgp.BGP_FSM_ESTABLISHED:
+		return "established"
+	}
+	return "unknown"
+}
+
+// PeerStates returns the last seen session state of every configured peer.
+func (s *Speaker) PeerStates() map[netip.Addr]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[netip.Addr]string{}
+	for a := range s.peers {
+		out[a] = s.states[a]
+		if out[a] == "" {
+			out[a] = "idle"
+		}
+	}
+	return out
+}
+
+// Changes counts what a Set did.
+type Changes struct {
+	PeersAdded, PeersRemoved, PathsAdded, PathsRemoved int
+}
+
+// Set makes the speaker originate exactly adverts and peer with exactly
+// peers. It is idempotent: a second call with the same input changes
+// nothing (a changed peer is replaced, which resets its session). Paths go in before peers, so a restarted node
+// announces its prefixes in the first UPDATEs, before End-of-RIB, and
+// peers holding its routes as stale never see them withdrawn.
+func (s *Speaker) Set(ctx context.Context, peers []Peer, adverts []netip.Prefix) (Changes, error) {
+	want := map[netip.Addr]Peer{}
+	for _, p := range peers {
+		if err := p.Validate(); err != nil {
+			return Changes{}, err
+		}
+		if _, dup := want[p.Address]; dup {
+			return Changes{}, fmt.Errorf("peer %s: configured twice", p.Address)
+		}
+		want[p.Address] = p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var c Changes
+	errA := s.setAdverts(adverts, &c)
+	errP := s.setPeers(ctx, want, &c)
+	return c, errors.Join(errA, errP)
+}
+
+func (s *Speaker) setPeers(ctx context.Context, want map[netip.Addr]Peer, c *Changes) error {
+	var errs []error
+	for addr := range s.peers {
+		if _, ok := want[addr]; !ok {
+			err := s.deletePeer(ctx, addr)
+			if err == nil {
+				c.PeersRemoved++
+			}
+			errs = append(errs, err)
+		}
+	}
+	for addr, p := range want {
+		cur, ok := s.peers[addr]
+		if ok && cur == p && !s.dropped[addr] {
+			continue
+		}
+		if ok {
+			if err := s.deletePeer(ctx, addr); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: toAPIPeer(p, s.cfg)}); err != nil {
+			errs = append(errs, fmt.Errorf("add peer %s: %w", addr, err))
+			continue
+		}
+		s.peers[addr] = p
+		delete(s.dropped, addr)
+		c.PeersAdded++
+		s.log.Info("bgp peer configured", "peer", addr, "asn", p.ASN)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Speaker) deletePeer(ctx context.Context, addr netip.Addr) error {
+	if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+		return fmt.Errorf("delete peer %s: %w", addr, err)
+	}
+	delete(s.peers, addr)
+	delete(s.states, addr)
+	return nil
+}
+
+func (s *Speaker) setAdverts(adverts []netip.Prefix, c *Changes) error {
+	want := map[netip.Prefix]bool{}
+	for _, p := range adverts {
+		want[p.Masked()] = true
+	}
+	var add, del []*apiutil.Path
+	for p := range want {
+		if !s.adverts[p] {
+			add = append(add, originated(p))
+		}
+	}
+	for p := range s.adverts {
+		if !want[p] {
+			del = append(del, originated(p))
+		}
+	}
+	var errs []error
+	if len(add) > 0 {
+		rs, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: add})
+		errs = append(errs, err)
+		for i, r := range rs {
+			errs = append(errs, r.Error)
+			if r.Error == nil && i < len(add) {
+				s.adverts[prefixOf(add[i])] = true
+				c.PathsAdded++
+			}
+		}
+	}
+	if len(del) > 0 {
+		err := s.srv.DeletePath(apiutil.DeletePathRequest{Paths: del})
+		errs = append(errs, err)
+		if err == nil {
+			for _, p := range del {
+				delete(s.adverts, prefixOf(p))
+			}
+			c.PathsRemoved += len(del)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("originate %v: %w", adverts, err)
+	}
+	return nil
+}
+
+// originated is a path for one of this node's prefixes. The next hop is
+// left unspecified: GoBGP puts the session's local address in its place.
+func originated(p netip.Prefix) *apiutil.Path {
+	nlri, _ := bgp.NewIPAddrPrefix(p)
+	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	fam := bgp.RF_IPv4_UC
+	if p.Addr().Is4() {
+		nh, _ := bgp.NewPathAttributeNextHop(netip.IPv4Unspecified())
+		attrs = append(attrs, nh)
+	} else {
+		fam = bgp.RF_IPv6_UC
+		mp, _ := bgp.NewPathAttributeMpReachNLRI(fam, []bgp.PathNLRI{{NLRI: nlri}}, netip.IPv6Unspecified())
+		attrs = append(attrs, mp)
+	}
+	return &apiutil.Path{Family: fam, Nlri: nlri, Attrs: attrs}
+}
+
+func prefixOf(p *apiutil.Path) netip.Prefix {
+	if n, ok := p.Nlri.(*bgp.IPAddrPrefix); ok {
+		return n.Prefix
+	}
+	return netip.Prefix{}
+}
