@@ -11,6 +11,8 @@ apt_packages=(
 	nftables                    # policy tests read rules back with nft
 	iptables                    # the reference portmap plugin programs iptables
 	containernetworking-plugins # reference ptp, host-local, portmap (/usr/lib/cni)
+	frr                         # the top-of-rack router of the lab tests
+	bird2                       # reference router of the route-install benchmark
 )
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -28,4 +30,12 @@ stamp="$root/.tools/cnitool.version"
 if [[ ! -x "$root/.tools/bin/cnitool" || "$(cat "$stamp" 2>/dev/null)" != "$cni_version" ]]; then
 	GOBIN="$root/.tools/bin" go install "github.com/containernetworking/cni/cnitool@$cni_version"
 	echo "$cni_version" >"$stamp"
+fi
+
+# The stock gobgp CLI of the GoBGP major Petrel embeds, same version.
+gobgp_version=$(cd "$root" && go list -m -f '{{.Version}}' github.com/osrg/gobgp/v4)
+stamp="$root/.tools/gobgp.version"
+if [[ ! -x "$root/.tools/bin/gobgp" || "$(cat "$stamp" 2>/dev/null)" != "$gobgp_version" ]]; then
+	GOBIN="$root/.tools/bin" go install "github.com/osrg/gobgp/v4/cmd/gobgp@$gobgp_version"
+	echo "$gobgp_version" >"$stamp"
 fi

@@ -26,6 +26,15 @@ func NewKernel(h *netlink.Handle, proto int) *Kernel {
 	return &Kernel{h: h, proto: netlink.RouteProtocol(proto)}
 }
 
+// OpenKernel returns the table of the caller's own namespace.
+func OpenKernel(proto int) (*Kernel, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	return NewKernel(h, proto), nil
+}
+
 // List returns every route of Petrel's protocol in the main table.
 func (k *Kernel) List() ([]Route, error) {
 	filter := &netlink.Route{Protocol: k.proto, Table: unix.RT_TABLE_MAIN}

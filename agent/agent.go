@@ -1,0 +1,124 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/petrelnet/petrel/bgp"
+	"github.com/petrelnet/petrel/bgp/fib"
+	"github.com/petrelnet/petrel/cni"
+	"github.com/petrelnet/petrel/internal/rtproto"
+	"github.com/petrelnet/petrel/internal/runner"
+)
+
+// minSyncInterval bounds how often the loop runs under a storm of events:
+// a burst of BGP updates becomes one kernel sync.
+const minSyncInterval = 50 * time.Millisecond
+
+type agent struct {
+	cfg     *Config
+	log     *slog.Logger
+	bgpCfg  bgp.Config
+	peers   []bgp.Peer
+	speaker *bgp.Speaker
+	fib     *fib.Programmer
+	ready   bool // the datapath was complete once: the pod CIDRs may be announced
+}
+
+// Run runs the agent until ctx ends. On return everything stays in place:
+// kernel routes, the CNI config, and (by exiting without a NOTIFICATION)
+// this node's routes in its peers, held as stale under graceful restart
+// until the next agent announces them again. Restarting drops no packet.
+func Run(ctx context.Context, c *Config, log *slog.Logger) error {
+	a := &agent{cfg: c, log: log}
+	var err error
+	if a.bgpCfg, err = c.BGP(); err != nil {
+		return err
+	}
+	if a.peers, err = c.BGPPeers(); err != nil {
+		return err
+	}
+	kernel, err := fib.OpenKernel(rtproto.BGP)
+	if err != nil {
+		return err
+	}
+	a.fib = fib.New(kernel, log.With("component", "fib"))
+	loop := runner.New(minSyncInterval, time.Duration(c.ResyncInterval))
+	if a.speaker, err = bgp.New(ctx, a.bgpCfg, log.With("component", "bgp"), loop.Poke); err != nil {
+		return err
+	}
+	stop, err := fib.Watch(netns.None(), rtproto.BGP, loop.Poke)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	log.Info("agent started", "node", c.NodeName, "asn", c.ASN, "podCIDRs", c.PodCIDRs, "peers", len(a.peers))
+	loop.Run(ctx, log, a.sync)
+	log.Info("agent stopped; routes, CNI config and peers' stale routes stay for the next start")
+	return nil
+}
+
+// sync computes the whole desired state and applies it, datapath first:
+// the pod CIDRs are announced only once their blackholes and the CNI config
+// are in place.
+func (a *agent) sync(ctx context.Context) error {
+	learned, err := a.speaker.Routes()
+	if err != nil {
+		return err
+	}
+	_, fibErr := a.fib.Sync(ctx, append(blackholes(a.bgpCfg.PodCIDRs), learned...))
+	_, confErr := cni.WriteConfList(a.cfg.CNIConfDir, a.confList())
+	if fibErr == nil && confErr == nil && !a.ready {
+		a.ready = true
+		a.log.Info("datapath ready, announcing pod CIDRs", "podCIDRs", a.cfg.PodCIDRs)
+	}
+	var adverts []netip.Prefix
+	if a.ready {
+		adverts = a.bgpCfg.PodCIDRs
+	}
+	_, bgpErr := a.speaker.Set(ctx, a.peers, adverts)
+	return errors.Join(fibErr, confErr, bgpErr)
+}
+
+func (a *agent) confList() cni.ConfList {
+	return cni.ConfList{MTU: a.cfg.MTU, Ranges: a.bgpCfg.PodCIDRs, DataDir: a.cfg.DataDir, PortMap: *a.cfg.PortMap}
+}
+
+// blackholes keep packets for unused addresses of the node's own pod CIDRs
+// from looping back to the router that sent them; the pods' /32 and /128
+// routes are more specific and win.
+func blackholes(pods []netip.Prefix) []fib.Route {
+	out := make([]fib.Route, 0, len(pods))
+	for _, p := range pods {
+		out = append(out, fib.Route{Prefix: p, Blackhole: true})
+	}
+	return out
+}
+
+// Uninstall removes what the agent owns on this node: its kernel routes
+// (protocol 61) and the CNI config it wrote. Pods keep their attachments;
+// those go with each pod's CNI DEL.
+func Uninstall(c *Config, log *slog.Logger) error {
+	kernel, err := fib.OpenKernel(rtproto.BGP)
+	if err != nil {
+		return err
+	}
+	res, err := fib.New(kernel, log).Sync(context.Background(), nil)
+	if err != nil {
+		return fmt.Errorf("remove routes: %w", err)
+	}
+	conf := filepath.Join(c.CNIConfDir, cni.ConfListFile)
+	if err := os.Remove(conf); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	log.Info("uninstalled", "routesRemoved", res.Removed, "removed", conf)
+	return nil
+}

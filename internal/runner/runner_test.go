@@ -1,0 +1,67 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func TestPokesCoalesce(t *testing.T) {
+	r := New(30*time.Millisecond, time.Hour)
+	var calls atomic.Int32
+	synced := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx, quiet, func(context.Context) error { calls.Add(1); synced <- struct{}{}; return nil })
+	<-synced // the start-up sync
+	for range 100 {
+		r.Poke()
+	}
+	<-synced
+	select {
+	case <-synced:
+		t.Fatalf("100 pokes gave %d syncs, want 1", calls.Load()-1)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func TestFailureRetriesWithoutPokes(t *testing.T) {
+	r := New(10*time.Millisecond, time.Hour)
+	var calls atomic.Int32
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx, quiet, func(context.Context) error {
+		if calls.Add(1) < 4 {
+			return errors.New("netlink busy")
+		}
+		close(done)
+		return nil
+	})
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no successful retry after %d calls", calls.Load())
+	}
+}
+
+func TestPeriodicResync(t *testing.T) {
+	r := New(time.Millisecond, 20*time.Millisecond)
+	synced := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx, quiet, func(context.Context) error { synced <- struct{}{}; return nil })
+	for i := range 3 {
+		select {
+		case <-synced:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("sync %d did not come without a poke", i)
+		}
+	}
+}
