@@ -46,7 +46,7 @@ func Run(ctx context.Context, c *Config, log *slog.Logger) error {
 	if a.peers, err = c.BGPPeers(); err != nil {
 		return err
 	}
-	kernel, err := fib.OpenKernel(rtproto.BGP)
+	kernel, err := fib.OpenKernel(netns.None(), rtproto.BGP)
 	if err != nil {
 		return err
 	}
@@ -55,7 +55,7 @@ func Run(ctx context.Context, c *Config, log *slog.Logger) error {
 	if a.speaker, err = bgp.New(ctx, a.bgpCfg, log.With("component", "bgp"), loop.Poke); err != nil {
 		return err
 	}
-	stop, err := fib.Watch(netns.None(), rtproto.BGP, loop.Poke)
+	stop, err := fib.Watch(netns.None(), rtproto.BGP, func() { a.fib.Invalidate(); loop.Poke() })
 	if err != nil {
 		return err
 	}
@@ -107,7 +107,7 @@ func blackholes(pods []netip.Prefix) []fib.Route {
 // (protocol 61) and the CNI config it wrote. Pods keep their attachments;
 // those go with each pod's CNI DEL.
 func Uninstall(c *Config, log *slog.Logger) error {
-	kernel, err := fib.OpenKernel(rtproto.BGP)
+	kernel, err := fib.OpenKernel(netns.None(), rtproto.BGP)
 	if err != nil {
 		return err
 	}

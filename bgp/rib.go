@@ -1,11 +1,10 @@
 package bgp
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 
-	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 
@@ -43,30 +42,67 @@ func selectRoute(prefix netip.Prefix, paths []candidate) (fib.Route, bool) {
 	return fib.Route{Prefix: prefix, NextHops: slices.Compact(nhs)}, true
 }
 
+// rib mirrors GoBGP's multipath best-path sets from the best-path events:
+// with multipath on, each event carries the paths that joined a prefix's
+// set and, marked withdrawn, those that left it. Keeping this mirror lets
+// Routes answer from memory; listing GoBGP's table instead would stall its
+// update processing (both run on its one server loop) on every sync.
+type rib struct {
+	mu  sync.Mutex
+	set map[netip.Prefix]map[pathKey]candidate
+}
+
+type pathKey struct {
+	peer    netip.Addr // zero for paths originated here
+	nextHop netip.Addr
+}
+
+func (r *rib) apply(paths []*apiutil.Path) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range paths {
+		n, ok := p.Nlri.(*bgp.IPAddrPrefix)
+		if !ok {
+			continue
+		}
+		k := pathKey{peer: p.PeerAddress, nextHop: nextHop(p)}
+		set := r.set[n.Prefix]
+		if p.Withdrawal {
+			delete(set, k)
+			if len(set) == 0 {
+				delete(r.set, n.Prefix)
+			}
+			continue
+		}
+		if set == nil {
+			set = map[pathKey]candidate{}
+			r.set[n.Prefix] = set
+		}
+		set[k] = candidate{best: true, local: !p.PeerAddress.IsValid(), nextHop: k.nextHop}
+	}
+}
+
 // Routes returns the kernel routes for what the speaker has learned, both
 // families, sorted by prefix.
 func (s *Speaker) Routes() ([]fib.Route, error) {
-	var out []fib.Route
-	for _, fam := range []bgp.Family{bgp.RF_IPv4_UC, bgp.RF_IPv6_UC} {
-		err := s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: fam},
-			func(nlri bgp.NLRI, paths []*apiutil.Path) {
-				n, ok := nlri.(*bgp.IPAddrPrefix)
-				if !ok {
-					return
-				}
-				cs := make([]candidate, 0, len(paths))
-				for _, p := range paths {
-					cs = append(cs, candidate{best: p.Best, local: !p.PeerAddress.IsValid(), nextHop: nextHop(p)})
-				}
-				if r, ok := selectRoute(n.Prefix, cs); ok {
-					out = append(out, r)
-				}
-			})
-		if err != nil {
-			return nil, fmt.Errorf("list %s paths: %w", fam, err)
+	s.rib.mu.Lock()
+	out := make([]fib.Route, 0, len(s.rib.set))
+	for prefix, set := range s.rib.set {
+		cs := make([]candidate, 0, len(set))
+		for _, c := range set {
+			cs = append(cs, c)
+		}
+		if r, ok := selectRoute(prefix, cs); ok {
+			out = append(out, r)
 		}
 	}
-	slices.SortFunc(out, func(a, b fib.Route) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
+	s.rib.mu.Unlock()
+	slices.SortFunc(out, func(a, b fib.Route) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return a.Prefix.Bits() - b.Prefix.Bits()
+	})
 	return out, nil
 }
 

@@ -22,6 +22,8 @@ type Speaker struct {
 	srv  *server.BgpServer
 	poke func()
 
+	rib rib
+
 	mu      sync.Mutex
 	peers   map[netip.Addr]Peer   // as configured in GoBGP
 	adverts map[netip.Prefix]bool // paths originated here
@@ -46,6 +48,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 		cfg: cfg, log: log, srv: server.NewBgpServer(opts...), poke: poke,
 		peers: map[netip.Addr]Peer{}, adverts: map[netip.Prefix]bool{},
 		dropped: map[netip.Addr]bool{}, states: map[netip.Addr]string{},
+		rib: rib{set: map[netip.Prefix]map[pathKey]candidate{}},
 	}
 	go s.srv.Serve()
 	global := &api.Global{Asn: cfg.ASN, RouterId: cfg.RouterID.String(), ListenPort: cfg.ListenPort, UseMultiplePaths: true}
@@ -58,7 +61,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 	}
 	if err == nil {
 		err = s.srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{
-			OnBestPath:   func([]*apiutil.Path, time.Time) { poke() },
+			OnBestPath:   func(ps []*apiutil.Path, _ time.Time) { s.rib.apply(ps); poke() },
 			OnPeerUpdate: s.onPeer,
 		}, server.WatchBestPath(false), server.WatchPeer())
 	}

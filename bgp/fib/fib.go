@@ -6,24 +6,73 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
+	"time"
 )
 
 // Table is the kernel routing table as Sync sees it: only Petrel's routes.
 type Table interface {
 	List() ([]Route, error)
-	Replace(Route) error
-	Delete(Route) error
+	// Apply replaces, then removes, and returns one error or nil per route
+	// (replacements first). Removing a route already gone is success.
+	Apply(replace, remove []Route) []error
 }
 
 // Programmer keeps a Table equal to the desired routes.
+//
+// It remembers what it installed, so a sync during a flood of updates
+// does not dump the whole kernel table each time. The memory is dropped,
+// and the next sync lists the kernel again, when Invalidate is called
+// (someone else touched a route: see Watch), after any failed change, and
+// at least once per fullEvery.
 type Programmer struct {
-	table Table
-	log   *slog.Logger
+	table     Table
+	log       *slog.Logger
+	fullEvery time.Duration
+
+	mu        sync.Mutex
+	installed map[netip.Prefix]Route // nil: unknown, list the kernel
+	listedAt  time.Time
 }
 
 // New returns a Programmer over table.
 func New(table Table, log *slog.Logger) *Programmer {
-	return &Programmer{table: table, log: log}
+	return &Programmer{table: table, log: log, fullEvery: 30 * time.Second}
+}
+
+// Invalidate makes the next Sync list the kernel instead of trusting what
+// it installed. Safe to call from any goroutine.
+func (p *Programmer) Invalidate() {
+	p.mu.Lock()
+	p.installed = nil
+	p.mu.Unlock()
+}
+
+// current returns what the table holds, from memory when it can.
+func (p *Programmer) current() ([]Route, error) {
+	p.mu.Lock()
+	cached := p.installed
+	fresh := time.Since(p.listedAt) < p.fullEvery
+	p.mu.Unlock()
+	if cached != nil && fresh {
+		out := make([]Route, 0, len(cached))
+		for _, r := range cached {
+			out = append(out, r)
+		}
+		return out, nil
+	}
+	have, err := p.table.List()
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[netip.Prefix]Route, len(have))
+	for _, r := range have {
+		m[r.Prefix] = r
+	}
+	p.mu.Lock()
+	p.installed, p.listedAt = m, time.Now()
+	p.mu.Unlock()
+	return have, nil
 }
 
 // Result says what a Sync changed.
@@ -46,31 +95,50 @@ func (p *Programmer) Sync(ctx context.Context, want []Route) (Result, error) {
 		}
 		seen[r.Prefix] = true
 	}
-	have, err := p.table.List()
+	have, err := p.current()
 	if err != nil {
 		return Result{}, fmt.Errorf("list routes: %w", err)
 	}
 	replace, remove := Diff(have, want)
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
 	var res Result
 	var errs []error
-	for _, r := range replace {
-		if err := ctx.Err(); err != nil {
-			return res, err
+	for i, err := range p.table.Apply(replace, remove) {
+		r, verb := replace, "replace"
+		if i >= len(replace) {
+			r, verb, i = remove, "delete", i-len(replace)
 		}
-		if err := p.table.Replace(r); err != nil {
-			errs = append(errs, fmt.Errorf("replace %s: %w", r, err))
-			continue
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s %s: %w", verb, r[i], err))
+		case verb == "replace":
+			res.Replaced++
+		default:
+			res.Removed++
 		}
-		res.Replaced++
-		p.log.Debug("route installed", "route", r.String())
 	}
-	for _, r := range remove {
-		if err := p.table.Delete(r); err != nil {
-			errs = append(errs, fmt.Errorf("delete %s: %w", r, err))
-			continue
-		}
-		res.Removed++
-		p.log.Debug("route removed", "route", r.String())
+	p.remember(replace, remove, len(errs) > 0)
+	if res != (Result{}) {
+		p.log.Debug("routes synced", "replaced", res.Replaced, "removed", res.Removed)
 	}
 	return res, errors.Join(errs...)
+}
+
+// remember folds an applied change into the memory of the table; after a
+// failure the kernel's state is uncertain, so the next sync lists it.
+func (p *Programmer) remember(replace, remove []Route, failed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if failed || p.installed == nil {
+		p.installed = nil
+		return
+	}
+	for _, r := range replace {
+		p.installed[r.Prefix] = r
+	}
+	for _, r := range remove {
+		delete(p.installed, r.Prefix)
+	}
 }

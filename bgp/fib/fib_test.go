@@ -34,19 +34,23 @@ func (f *fakeTable) List() ([]Route, error) {
 	return out, nil
 }
 
-func (f *fakeTable) Replace(r Route) error {
-	f.calls++
-	if r.Prefix == f.failFor {
-		return errors.New("injected failure")
+func (f *fakeTable) Apply(replace, remove []Route) []error {
+	var errs []error
+	for _, r := range replace {
+		f.calls++
+		if r.Prefix == f.failFor {
+			errs = append(errs, errors.New("injected failure"))
+			continue
+		}
+		f.routes[r.Prefix] = r
+		errs = append(errs, nil)
 	}
-	f.routes[r.Prefix] = r
-	return nil
-}
-
-func (f *fakeTable) Delete(r Route) error {
-	f.calls++
-	delete(f.routes, r.Prefix)
-	return nil
+	for _, r := range remove {
+		f.calls++
+		delete(f.routes, r.Prefix)
+		errs = append(errs, nil)
+	}
+	return errs
 }
 
 func (f *fakeTable) String() string {
@@ -134,5 +138,20 @@ func TestSyncPartialFailureAppliesTheRest(t *testing.T) {
 	}
 	if res != (Result{Replaced: 1, Removed: 1}) || f.String() != "10.244.3.0/24 via 10.0.0.3" {
 		t.Fatalf("result %+v table %s: the other changes should still apply", res, f)
+	}
+}
+
+func TestSyncTrustsMemoryUntilInvalidated(t *testing.T) {
+	f := newFake()
+	p := New(f, quiet)
+	want := []Route{r("10.244.2.0/24", "10.0.0.2")}
+	p.Sync(context.Background(), want)
+	delete(f.routes, netip.MustParsePrefix("10.244.2.0/24")) // someone else deletes it
+	if res, _ := p.Sync(context.Background(), want); res != (Result{}) {
+		t.Fatalf("sync without invalidation changed %+v: it should trust its memory", res)
+	}
+	p.Invalidate()
+	if res, _ := p.Sync(context.Background(), want); res.Replaced != 1 || f.String() != "10.244.2.0/24 via 10.0.0.2" {
+		t.Fatalf("after Invalidate: %+v, table %s", res, f)
 	}
 }

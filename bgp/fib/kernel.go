@@ -3,10 +3,10 @@ package fib
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -14,25 +14,55 @@ import (
 // Kernel is the main routing table of one network namespace, seen through
 // one rtm_protocol.
 type Kernel struct {
-	h     *netlink.Handle
+	h     *netlink.Handle   // dumps
+	batch *nl.NetlinkSocket // batched changes
 	proto netlink.RouteProtocol
 }
 
 var _ Table = (*Kernel)(nil)
 
-// NewKernel returns the table of the namespace h is bound to (a handle from
-// netlink.NewHandleAt, or netlink.NewHandle for the caller's own).
-func NewKernel(h *netlink.Handle, proto int) *Kernel {
-	return &Kernel{h: h, proto: netlink.RouteProtocol(proto)}
-}
-
-// OpenKernel returns the table of the caller's own namespace.
-func OpenKernel(proto int) (*Kernel, error) {
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+// OpenKernel returns the table of namespace ns; netns.None() is the
+// caller's own.
+func OpenKernel(ns netns.NsHandle, proto int) (*Kernel, error) {
+	var h *netlink.Handle
+	var s *nl.NetlinkSocket
+	var err error
+	if ns.IsOpen() {
+		h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+		if err == nil {
+			s, err = nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
+		}
+	} else {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err == nil {
+			s, err = nl.Subscribe(unix.NETLINK_ROUTE) // a plain socket: no groups given
+		}
+	}
+	if err == nil {
+		// Every ack of a batch is queued before the first is read, and a
+		// small ack skb still costs ~1 KiB of buffer: make room, or acks are
+		// dropped. The timeout keeps a lost ack from hanging the loop.
+		err = s.SetReceiveBufferSize(batchSize*2048, true)
+	}
+	if err == nil {
+		err = s.SetReceiveTimeout(&unix.Timeval{Sec: 10})
+	}
 	if err != nil {
+		if h != nil {
+			h.Close()
+		}
+		if s != nil {
+			s.Close()
+		}
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
-	return NewKernel(h, proto), nil
+	return &Kernel{h: h, batch: s, proto: netlink.RouteProtocol(proto)}, nil
+}
+
+// Close releases the sockets.
+func (k *Kernel) Close() {
+	k.h.Close()
+	k.batch.Close()
 }
 
 // List returns every route of Petrel's protocol in the main table.
@@ -76,45 +106,6 @@ func fromNetlink(r netlink.Route) Route {
 		}
 	}
 	return out
-}
-
-func (k *Kernel) toNetlink(r Route) *netlink.Route {
-	bits := r.Prefix.Addr().BitLen()
-	nr := &netlink.Route{
-		Dst:      &net.IPNet{IP: r.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(r.Prefix.Bits(), bits)},
-		Protocol: k.proto,
-		Table:    unix.RT_TABLE_MAIN,
-	}
-	switch {
-	case r.Blackhole:
-		nr.Type = unix.RTN_BLACKHOLE
-	case len(r.NextHops) == 1:
-		nr.Gw = r.NextHops[0].AsSlice()
-	default:
-		for _, nh := range r.NextHops {
-			nr.MultiPath = append(nr.MultiPath, &netlink.NexthopInfo{Gw: nh.AsSlice()})
-		}
-	}
-	return nr
-}
-
-// Replace installs r, replacing any route of the same prefix and metric.
-func (k *Kernel) Replace(r Route) error {
-	return k.h.RouteReplace(k.toNetlink(r))
-}
-
-// Delete removes r; a route already gone is success.
-func (k *Kernel) Delete(r Route) error {
-	nr := k.toNetlink(r)
-	nr.Gw, nr.MultiPath, nr.Type = nil, nil, 0 // match by prefix, protocol and table
-	if nr.Dst != nil && r.Blackhole {
-		nr.Type = unix.RTN_BLACKHOLE
-	}
-	err := k.h.RouteDel(nr)
-	if errors.Is(err, unix.ESRCH) {
-		return nil
-	}
-	return err
 }
 
 // Watch calls poke when a route of Petrel's protocol is deleted, or a route

@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/petrelnet/petrel/bgp/fib"
 	"github.com/petrelnet/petrel/internal/netnstest"
@@ -28,7 +26,7 @@ func route(prefix string, nhs ...string) fib.Route {
 
 // routerNS is a namespace with an uplink whose subnet holds the next hops,
 // and one route of another protocol that Petrel must never touch.
-func routerNS(t *testing.T) (netnstest.NS, *netlink.Handle) {
+func routerNS(t *testing.T) (netnstest.NS, *fib.Kernel) {
 	netnstest.RequireRoot(t)
 	n := netnstest.New(t, "fib")
 	for _, args := range [][]string{
@@ -47,13 +45,13 @@ func routerNS(t *testing.T) (netnstest.NS, *netlink.Handle) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { h.Close() })
-	nh, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
+	defer h.Close()
+	k, err := fib.OpenKernel(h, rtproto.BGP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nh.Close)
-	return n, nh
+	t.Cleanup(k.Close)
+	return n, k
 }
 
 // ipRoutes is the namespace's table in the kernel's own words.
@@ -73,8 +71,8 @@ func ipRoutes(t *testing.T, n netnstest.NS) string {
 }
 
 func TestKernelSync(t *testing.T) {
-	n, h := routerNS(t)
-	p := fib.New(fib.NewKernel(h, rtproto.BGP), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	n, k := routerNS(t)
+	p := fib.New(k, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	want := []fib.Route{
 		route("10.244.1.0/24"),
 		route("10.244.2.0/24", "10.0.0.2", "10.0.0.3"),
@@ -109,6 +107,7 @@ func TestKernelSync(t *testing.T) {
 	nsh, _ := netns.GetFromName(n.Name)
 	defer nsh.Close()
 	stop, err := fib.Watch(nsh, rtproto.BGP, func() {
+		p.Invalidate() // as the agent does: the kernel changed under us
 		select {
 		case pokes <- struct{}{}:
 		default:
@@ -142,5 +141,69 @@ func TestKernelSync(t *testing.T) {
 	}
 	if out, _ := n.Run("ip", "route", "show", "192.0.2.0/24"); !strings.Contains(out, "via 10.0.0.9") {
 		t.Fatalf("foreign route touched: %q", out)
+	}
+}
+
+// One bad route in a batch fails alone, named, and the rest are installed.
+func TestKernelBatchPartialFailure(t *testing.T) {
+	n, k := routerNS(t)
+	p := fib.New(k, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var want []fib.Route
+	for i := range 1500 { // three batches
+		v := uint32(10<<24|250<<16) + uint32(i)<<6
+		a := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+		want = append(want, route(netip.PrefixFrom(a, 26).String(), "10.0.0.2"))
+	}
+	want[700] = route("10.249.0.0/24", "10.5.5.5") // next hop not on any link
+	res, err := p.Sync(context.Background(), want)
+	if err == nil || !strings.Contains(err.Error(), "10.249.0.0/24") || res.Replaced != 1499 {
+		t.Fatalf("sync: %+v %v, want 1499 installed and an error naming 10.249.0.0/24", res, err)
+	}
+	out, _ := n.Run("ip", "route", "show", "proto", "61")
+	if got := strings.Count(out, "\n"); got != 1499 {
+		t.Fatalf("kernel holds %d Petrel routes, want 1499", got)
+	}
+	if res, err := p.Sync(context.Background(), nil); err != nil || res.Removed != 1499 {
+		t.Fatalf("removing all: %+v %v", res, err)
+	}
+}
+
+// BenchmarkKernelSync installs and removes 10,000 /26 routes per iteration
+// in a namespace: the cost of the kernel side of a large BGP update.
+func BenchmarkKernelSync(b *testing.B) {
+	netnstest.RequireRoot(b)
+	n := netnstest.New(b, "fibbench")
+	for _, args := range [][]string{
+		{"link", "add", "up0", "type", "veth", "peer", "name", "up0p"},
+		{"addr", "add", "10.0.0.1/24", "dev", "up0"},
+		{"link", "set", "up0", "up"}, {"link", "set", "up0p", "up"},
+	} {
+		if out, err := n.Run("ip", args...); err != nil {
+			b.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
+	h, _ := netns.GetFromName(n.Name)
+	defer h.Close()
+	k, err := fib.OpenKernel(h, rtproto.BGP)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer k.Close()
+	p := fib.New(k, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	want := make([]fib.Route, 10000)
+	for i := range want {
+		v := uint32(10<<24|128<<16) + uint32(i)<<6
+		want[i] = fib.Route{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 26),
+			NextHops: []netip.Addr{netip.MustParseAddr("10.0.0.2")}}
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for range b.N {
+		if res, err := p.Sync(ctx, want); err != nil || res.Replaced != len(want) {
+			b.Fatalf("install: %+v %v", res, err)
+		}
+		if res, err := p.Sync(ctx, nil); err != nil || res.Removed != len(want) {
+			b.Fatalf("remove: %+v %v", res, err)
+		}
 	}
 }

@@ -124,3 +124,14 @@ func waitFor(d time.Duration, ok func() bool) error {
 	}
 	return fmt.Errorf("not within %s", d)
 }
+
+// PIDs are the daemons' process IDs.
+func (f *FRR) PIDs() []int {
+	var out []int
+	for _, c := range []*exec.Cmd{f.zebra, f.bgpd} {
+		if c != nil && c.Process != nil {
+			out = append(out, c.Process.Pid)
+		}
+	}
+	return out
+}

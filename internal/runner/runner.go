@@ -34,21 +34,29 @@ func (r *Runner) Poke() {
 }
 
 // Run calls sync once at start, then on every poke or resync tick, until
-// ctx ends. A failed sync is retried with exponential backoff from
-// minInterval up to 10 s; pokes during the backoff do not shorten it.
+// ctx ends. A poke schedules a sync minInterval after the start of the last
+// one (at once if that is past); later pokes never push it back, so a steady
+// stream of events still gets a sync every minInterval. A failed sync is
+// retried with exponential backoff from minInterval up to 10 s; pokes during
+// the backoff do not shorten it.
 func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(context.Context) error) {
-	backoff := time.Duration(0)
+	var backoff time.Duration
+	var lastStart time.Time
+	due := time.Now()
 	timer := time.NewTimer(0) // the first sync runs at once
 	defer timer.Stop()
+	schedule := func(at time.Time) {
+		due = at
+		timer.Reset(time.Until(at))
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.pokes:
-			if backoff > 0 {
-				continue // the retry timer is already set
+			if at := lastStart.Add(r.minInterval); backoff == 0 && at.Before(due) {
+				schedule(at)
 			}
-			timer.Reset(r.minInterval)
 			continue
 		case <-timer.C:
 		}
@@ -57,7 +65,7 @@ func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(context.Co
 		case <-r.pokes:
 		default:
 		}
-		start := time.Now()
+		lastStart = time.Now()
 		err := sync(ctx)
 		switch {
 		case ctx.Err() != nil:
@@ -65,11 +73,11 @@ func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(context.Co
 		case err != nil:
 			backoff = min(max(2*backoff, r.minInterval), r.maxBackoff)
 			log.Error("sync failed, retrying", "err", err, "in", backoff)
-			timer.Reset(backoff)
+			schedule(time.Now().Add(backoff))
 		default:
 			backoff = 0
-			log.Debug("synced", "took", time.Since(start))
-			timer.Reset(r.resync)
+			log.Debug("synced", "took", time.Since(lastStart))
+			schedule(time.Now().Add(r.resync))
 		}
 	}
 }

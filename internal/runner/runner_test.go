@@ -65,3 +65,34 @@ func TestPeriodicResync(t *testing.T) {
 		}
 	}
 }
+
+// A steady stream of pokes must not starve the loop: it still syncs about
+// once per minimum interval.
+func TestStreamOfPokesStillSyncs(t *testing.T) {
+	r := New(20*time.Millisecond, time.Hour)
+	synced := make(chan struct{}, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx, quiet, func(context.Context) error { synced <- struct{}{}; return nil })
+	<-synced
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				r.Poke()
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	defer close(stop)
+	for i := range 3 {
+		select {
+		case <-synced:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("sync %d starved by a stream of pokes", i)
+		}
+	}
+}

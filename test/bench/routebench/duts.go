@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/petrelnet/petrel/internal/labtest"
+	"github.com/petrelnet/petrel/internal/netnstest"
+)
+
+// startDUT starts one device under test in ns, peering with the feeder at
+// 10.98.0.1 from 10.98.0.2. It returns the PIDs whose memory counts.
+func startDUT(dut string, ns netnstest.NS, dir, agentBin string) (func() []int, func(), error) {
+	switch dut {
+	case "petrel":
+		conf := fmt.Sprintf(`nodeName: dut
+routerID: 10.98.0.2
+asn: 65001
+podCIDRs: [10.127.0.0/24]
+clusterCIDRs: [10.0.0.0/8]
+dataDir: %[1]s/data
+cniConfDir: %[1]s/net.d
+logLevel: warn
+peers:
+  - {address: 10.98.0.1, asn: 65000, holdTime: 9s, keepaliveTime: 3s, connectRetry: 1s}
+`, dir)
+		path := filepath.Join(dir, "agent.yaml")
+		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+			return nil, nil, err
+		}
+		p, err := labtest.StartProc(ns, filepath.Join(dir, "agent.log"), agentBin, "--config", path)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func() []int { return []int{p.Cmd.Process.Pid} }, func() { p.Signal(syscall.SIGKILL) }, nil
+	case "frr":
+		conf := "router bgp 65001\n bgp router-id 10.98.0.2\n no bgp ebgp-requires-policy\n" +
+			" neighbor 10.98.0.1 remote-as 65000\n neighbor 10.98.0.1 timers connect 1\n!\n"
+		f, err := labtest.StartFRR(ns, filepath.Join(dir, "frr"), conf)
+		if err != nil {
+			return nil, nil, err
+		}
+		return f.PIDs, f.Kill, nil
+	case "bird":
+		conf := `router id 10.98.0.2;
+protocol device {}
+protocol kernel { ipv4 { export all; import none; }; }
+protocol bgp feeder {
+	local 10.98.0.2 as 65001;
+	neighbor 10.98.0.1 as 65000;
+	ipv4 { import all; export none; };
+}
+`
+		path := filepath.Join(dir, "bird.conf")
+		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+			return nil, nil, err
+		}
+		p, err := labtest.StartProc(ns, filepath.Join(dir, "bird.log"), "bird", "-f", "-c", path,
+			"-s", filepath.Join(dir, "bird.ctl"), "-P", filepath.Join(dir, "bird.pid"))
+		if err != nil {
+			return nil, nil, err
+		}
+		return func() []int { return []int{p.Cmd.Process.Pid} }, func() { p.Signal(syscall.SIGKILL) }, nil
+	}
+	return nil, nil, fmt.Errorf("unknown device under test %q", dut)
+}
