@@ -1,0 +1,303 @@
+package policy
+
+import (
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"slices"
+)
+
+// Input is everything the compiler needs to know.
+type Input struct {
+	Namespaces []Namespace
+	Pods       []Pod
+	Policies   []Policy
+	// Pending are pods on this node whose labels are not known yet (the
+	// IPAM store knows their namespace from the CNI call). In a namespace
+	// with any policy they are isolated both ways with nothing allowed
+	// until classified: a pod never passes traffic a policy would deny.
+	Pending []Pod
+	// Masquerade traffic from PodCIDRs to anything outside NoMasquerade
+	// (cluster, service and configured CIDRs).
+	Masquerade   bool
+	PodCIDRs     []netip.Prefix
+	NoMasquerade []netip.Prefix
+}
+
+type compiler struct {
+	in     Input
+	out    *Desired
+	nsLbls map[string]map[string]string
+}
+
+// Compile computes Petrel's table from the cluster state. It is pure: the
+// same input gives the same output, element order included.
+func Compile(in Input) *Desired {
+	c := &compiler{in: in, out: &Desired{Sets: map[string]*Set{}, Masquerade: in.Masquerade}, nsLbls: map[string]map[string]string{}}
+	for _, ns := range in.Namespaces {
+		c.nsLbls[ns.Name] = ns.Labels
+	}
+	for _, f := range []Family{V4, V6} {
+		c.out.set("in-iso-"+f.String(), f, AddrSet)
+		c.out.set("eg-iso-"+f.String(), f, AddrSet)
+		c.out.Egress = append(c.out.Egress, Stmt{Family: f, Matches: []Match{{Field: Saddr, Set: "eg-iso-" + f.String(), Invert: true}}, Verdict: Return})
+		c.out.Ingress = append(c.out.Ingress, Stmt{Family: f, Matches: []Match{{Field: Daddr, Set: "in-iso-" + f.String(), Invert: true}}, Verdict: Return})
+		pods := c.out.set("pods-"+f.String(), f, AddrSet)
+		nomasq := c.out.set("nomasq-"+f.String(), f, AddrSet)
+		for _, p := range in.PodCIDRs {
+			addRange(pods, p, f)
+		}
+		for _, p := range in.NoMasquerade {
+			addRange(nomasq, p, f)
+		}
+	}
+	c.pending()
+	pols := slices.Clone(in.Policies)
+	slices.SortFunc(pols, func(a, b Policy) int { return compareStr(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
+	for _, p := range pols {
+		c.policy(p)
+	}
+	c.out.Egress = append(c.out.Egress, Stmt{Family: Any, Verdict: Drop})
+	c.out.Ingress = append(c.out.Ingress, Stmt{Family: Any, Verdict: Drop})
+	c.out.normalize()
+	return c.out
+}
+
+func addRange(s *Set, p netip.Prefix, f Family) {
+	if familyOf(p.Addr()) == f {
+		lo, hi := prefixRange(p)
+		s.Elems = append(s.Elems, Elem{AddrLo: lo, AddrHi: hi})
+	}
+}
+
+func compareStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (c *compiler) pending() {
+	withPolicy := map[string]bool{}
+	for _, p := range c.in.Policies {
+		withPolicy[p.Namespace] = true
+	}
+	for _, pod := range c.in.Pending {
+		if !withPolicy[pod.Namespace] {
+			continue
+		}
+		for _, a := range pod.IPs {
+			for _, dir := range []string{"in-iso-", "eg-iso-"} {
+				s := c.out.Sets[dir+familyOf(a).String()]
+				s.Elems = append(s.Elems, Elem{AddrLo: a, AddrHi: a})
+			}
+		}
+	}
+}
+
+// setID is a short, stable name for a policy's sets.
+func setID(p Policy) string {
+	h := fnv.New32a()
+	h.Write([]byte(p.Namespace + "/" + p.Name))
+	return fmt.Sprintf("p%08x", h.Sum32())
+}
+
+// selected returns the pods a selector picks: pods (selector) in namespaces
+// (nsSel), or in namespace ns when nsSel is nil.
+func (c *compiler) selected(podSel, nsSel *Selector, ns string) []Pod {
+	var out []Pod
+	for _, pod := range c.in.Pods {
+		if nsSel == nil && pod.Namespace != ns {
+			continue
+		}
+		if nsSel != nil && !nsSel.Matches(c.nsLbls[pod.Namespace]) {
+			continue
+		}
+		if podSel != nil && !podSel.Matches(pod.Labels) {
+			continue
+		}
+		out = append(out, pod)
+	}
+	return out
+}
+
+func (c *compiler) policy(p Policy) {
+	owner := p.Namespace + "/" + p.Name
+	id := setID(p)
+	targets := c.selected(&p.PodSelector, nil, p.Namespace)
+	tgt := map[Family]*Set{}
+	for _, f := range []Family{V4, V6} {
+		tgt[f] = c.out.set(id+"-tgt-"+f.String(), f, AddrSet)
+	}
+	for _, pod := range targets {
+		for _, a := range pod.IPs {
+			e := Elem{AddrLo: a, AddrHi: a}
+			tgt[familyOf(a)].Elems = append(tgt[familyOf(a)].Elems, e)
+			if p.Ingress {
+				c.out.Sets["in-iso-"+familyOf(a).String()].Elems = append(c.out.Sets["in-iso-"+familyOf(a).String()].Elems, e)
+			}
+			if p.Egress {
+				c.out.Sets["eg-iso-"+familyOf(a).String()].Elems = append(c.out.Sets["eg-iso-"+familyOf(a).String()].Elems, e)
+			}
+		}
+	}
+	if p.Ingress {
+		for i, r := range p.IngressRules {
+			c.ingressRule(owner, fmt.Sprintf("%s-in%d", id, i), p.Namespace, targets, r)
+		}
+	}
+	if p.Egress {
+		for i, r := range p.EgressRules {
+			c.egressRule(owner, fmt.Sprintf("%s-eg%d", id, i), id+"-tgt-", p.Namespace, r)
+		}
+	}
+}
+
+// peerRanges are the addresses a rule's peers stand for.
+func (c *compiler) peerRanges(ns string, r Rule) []Elem {
+	var out []Elem
+	for _, peer := range r.Peers {
+		if peer.IPBlock != nil {
+			out = append(out, blockRanges(*peer.IPBlock)...)
+			continue
+		}
+		for _, pod := range c.selected(peer.PodSelector, peer.NamespaceSelector, ns) {
+			for _, a := range pod.IPs {
+				out = append(out, Elem{AddrLo: a, AddrHi: a})
+			}
+		}
+	}
+	return out
+}
+
+func (c *compiler) ingressRule(owner, name, ns string, targets []Pod, r Rule) {
+	for _, f := range []Family{V4, V6} {
+		dst := c.out.set(name+"-dst-"+f.String(), f, DstSet)
+		for _, pod := range targets {
+			for _, a := range pod.IPs {
+				if familyOf(a) == f {
+					dst.Elems = append(dst.Elems, dstElems(Elem{AddrLo: a, AddrHi: a}, r.Ports, pod.Ports)...)
+				}
+			}
+		}
+		st := Stmt{Owner: owner, Family: f, Matches: []Match{{Field: DaddrProtoPort, Set: dst.Name}}, Verdict: Return}
+		if len(r.Peers) > 0 {
+			src := c.out.set(name+"-src-"+f.String(), f, AddrSet)
+			for _, e := range c.peerRanges(ns, r) {
+				if familyOf(e.AddrLo) == f {
+					src.Elems = append(src.Elems, e)
+				}
+			}
+			if len(src.Elems) == 0 {
+				continue // the peers select nothing: the rule allows nothing
+			}
+			st.Matches = append(st.Matches, Match{Field: Saddr, Set: src.Name})
+		}
+		if len(dst.Elems) > 0 {
+			c.out.Ingress = append(c.out.Ingress, st)
+		}
+	}
+}
+
+func (c *compiler) egressRule(owner, name, tgtPrefix, ns string, r Rule) {
+	for _, f := range []Family{V4, V6} {
+		dst := c.out.set(name+"-dst-"+f.String(), f, DstSet)
+		if len(r.Peers) == 0 {
+			lo, hi := prefixRange(netip.PrefixFrom(map[Family]netip.Addr{V4: netip.IPv4Unspecified(), V6: netip.IPv6Unspecified()}[f], 0))
+			dst.Elems = append(dst.Elems, dstElems(Elem{AddrLo: lo, AddrHi: hi}, numericOnly(r.Ports), nil)...)
+			// A named port with no peers means that port on any pod.
+			for _, pod := range c.in.Pods {
+				for _, a := range pod.IPs {
+					if familyOf(a) == f {
+						dst.Elems = append(dst.Elems, dstElems(Elem{AddrLo: a, AddrHi: a}, namedOnly(r.Ports), pod.Ports)...)
+					}
+				}
+			}
+		}
+		for _, peer := range r.Peers {
+			if peer.IPBlock != nil {
+				for _, e := range blockRanges(*peer.IPBlock) {
+					if familyOf(e.AddrLo) == f {
+						dst.Elems = append(dst.Elems, dstElems(e, numericOnly(r.Ports), nil)...)
+					}
+				}
+				continue
+			}
+			for _, pod := range c.selected(peer.PodSelector, peer.NamespaceSelector, ns) {
+				for _, a := range pod.IPs {
+					if familyOf(a) == f {
+						dst.Elems = append(dst.Elems, dstElems(Elem{AddrLo: a, AddrHi: a}, r.Ports, pod.Ports)...)
+					}
+				}
+			}
+		}
+		if len(dst.Elems) > 0 {
+			c.out.Egress = append(c.out.Egress, Stmt{Owner: owner, Family: f, Verdict: Return,
+				Matches: []Match{{Field: Saddr, Set: tgtPrefix + f.String()}, {Field: DaddrProtoPort, Set: dst.Name}}})
+		}
+	}
+}
+
+// numericOnly keeps the ports an IP block can match: a name can only be
+// resolved against a pod's containers. With no ports at all, all match.
+func numericOnly(ps []Port) []Port {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := []Port{}
+	for _, p := range ps {
+		if p.Name == "" {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return []Port{{Name: "\x00"}} // nothing numeric: match nothing
+	}
+	return out
+}
+
+func namedOnly(ps []Port) []Port {
+	out := []Port{}
+	for _, p := range ps {
+		if p.Name != "" {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return []Port{{Name: "\x00"}}
+	}
+	return out
+}
+
+// dstElems crosses an address range with the rule's ports, named ports
+// resolved against podPorts (the destination pod's containers).
+func dstElems(addr Elem, ports []Port, podPorts []NamedPort) []Elem {
+	if len(ports) == 0 {
+		addr.ProtoLo, addr.ProtoHi, addr.PortLo, addr.PortHi = 0, 255, 0, 65535
+		return []Elem{addr}
+	}
+	var out []Elem
+	for _, p := range ports {
+		e := addr
+		e.ProtoLo, e.ProtoHi = uint8(p.Protocol), uint8(p.Protocol)
+		switch {
+		case p.Name != "":
+			for _, np := range podPorts {
+				if np.Name == p.Name && np.Protocol == p.Protocol {
+					e.PortLo, e.PortHi = np.Port, np.Port
+					out = append(out, e)
+				}
+			}
+			continue
+		case p.Number == 0:
+			e.PortLo, e.PortHi = 0, 65535
+		default:
+			e.PortLo, e.PortHi = p.Number, max(p.EndPort, p.Number)
+		}
+		out = append(out, e)
+	}
+	return out
+}
