@@ -16,7 +16,7 @@ func cluster() Input {
 		in.Namespaces = append(in.Namespaces, Namespace{Name: ns, Labels: map[string]string{"ns": ns}})
 		for i, p := range []string{"a", "b", "c"} {
 			in.Pods = append(in.Pods, Pod{Namespace: ns, Name: p, Labels: map[string]string{"pod": p},
-				IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 0, byte(n + 1), byte(i + 1)}), netip.MustParseAddr(fmt.Sprintf("fd00::%d:%d", n+1, i+1))},
+				IPs:   []netip.Addr{netip.AddrFrom4([4]byte{10, 0, byte(n + 1), byte(i + 1)}), netip.MustParseAddr(fmt.Sprintf("fd00::%d:%d", n+1, i+1))},
 				Ports: []NamedPort{{"serve-80-tcp", TCP, 80}, {"serve-81-udp", UDP, 81}, {"serve-82-sctp", SCTP, 82}}})
 		}
 	}

@@ -1,0 +1,250 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/google/nftables"
+)
+
+// Syncer keeps Petrel's table equal to the compiled state. Every call is
+// one nftables transaction: the kernel applies all of it or none, so no
+// packet ever sees a half-written ruleset.
+type Syncer struct {
+	conn *nftables.Conn
+	log  *slog.Logger
+	last *Desired // what the kernel holds, nil when unknown
+}
+
+// NewSyncer opens nftables in the caller's namespace, or in the one behind
+// netnsFd when it is not -1.
+func NewSyncer(netnsFd int, log *slog.Logger) (*Syncer, error) {
+	var opts []nftables.ConnOption
+	if netnsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(netnsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	return &Syncer{conn: c, log: log}, nil
+}
+
+func (s *Syncer) table() *nftables.Table {
+	return &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
+}
+
+type chains struct{ fwd, in, eg, ing, post *nftables.Chain }
+
+func (s *Syncer) chains(t *nftables.Table) chains {
+	accept := nftables.ChainPolicyAccept
+	return chains{
+		fwd: &nftables.Chain{Table: t, Name: "forward", Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept},
+		in:  &nftables.Chain{Table: t, Name: "input", Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept},
+		eg:  &nftables.Chain{Table: t, Name: "egress"},
+		ing: &nftables.Chain{Table: t, Name: "ingress"},
+		post: &nftables.Chain{Table: t, Name: "postrouting", Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting,
+			Priority: nftables.ChainPriorityNATSource, Policy: &accept},
+	}
+}
+
+// Sync applies d: the whole table when full is set or the kernel's state
+// is unknown, otherwise only the difference from the last sync.
+func (s *Syncer) Sync(d *Desired, full bool) error {
+	var err error
+	if full || s.last == nil {
+		err = s.replace(d)
+	} else {
+		err = s.incremental(d)
+	}
+	if err != nil {
+		s.last = nil // next time, replace the table whole
+		return err
+	}
+	s.last = d
+	return nil
+}
+
+// replace swaps Petrel's table for a new one in one transaction. Nothing
+// outside the table is touched, and at start-up nothing is flushed first.
+func (s *Syncer) replace(d *Desired) error {
+	t := s.table()
+	if _, err := s.conn.ListTableOfFamily(TableName, nftables.TableFamilyINet); err == nil {
+		s.conn.DelTable(t)
+	}
+	s.conn.AddTable(t)
+	c := s.chains(t)
+	for _, ch := range []*nftables.Chain{c.fwd, c.in, c.eg, c.ing, c.post} {
+		s.conn.AddChain(ch)
+	}
+	sets := map[string]*nftables.Set{}
+	for _, name := range sortedNames(d.Sets) {
+		ns := nfSet(t, d.Sets[name])
+		if err := s.conn.AddSet(ns, elements(d.Sets[name])); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+		sets[name] = ns
+	}
+	for _, r := range baseRules(t, c.fwd, c.in, c.eg, c.ing) {
+		s.conn.AddRule(r)
+	}
+	for _, chain := range []struct {
+		c  *nftables.Chain
+		st []Stmt
+	}{{c.eg, d.Egress}, {c.ing, d.Ingress}} {
+		for _, st := range chain.st {
+			s.conn.AddRule(&nftables.Rule{Table: t, Chain: chain.c, Exprs: stmtExprs(st, sets), UserData: tag(stmtTag(st))})
+		}
+	}
+	if d.Masquerade {
+		for _, r := range masqRules(t, c.post, sets) {
+			s.conn.AddRule(r)
+		}
+	}
+	if err := s.conn.Flush(); err != nil {
+		return fmt.Errorf("replace table %s: %w", TableName, err)
+	}
+	s.log.Debug("nftables table replaced", "sets", len(d.Sets), "egress", len(d.Egress), "ingress", len(d.Ingress))
+	return nil
+}
+
+func stmtTag(st Stmt) string {
+	if st.Owner == "" && st.Verdict == Drop {
+		return dropTag
+	}
+	return st.Owner
+}
+
+func sortedNames(m map[string]*Set) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// incremental changes set elements, and the rules of policies whose rules
+// changed; a pod added or relabelled touches only set elements.
+func (s *Syncer) incremental(d *Desired) error {
+	if d.Masquerade != s.last.Masquerade {
+		return s.replace(d)
+	}
+	t := s.table()
+	c := s.chains(t)
+	sets := map[string]*nftables.Set{}
+	var errs []error
+	for _, name := range sortedNames(d.Sets) {
+		want := d.Sets[name]
+		ns := nfSet(t, want)
+		sets[name] = ns
+		old, ok := s.last.Sets[name]
+		if !ok {
+			errs = append(errs, s.conn.AddSet(ns, elements(want)))
+			continue
+		}
+		add, del := diffElems(old, want)
+		if len(del) > 0 {
+			errs = append(errs, s.conn.SetDeleteElements(ns, elements(&Set{Kind: want.Kind, Elems: del})))
+		}
+		if len(add) > 0 {
+			errs = append(errs, s.conn.SetAddElements(ns, elements(&Set{Kind: want.Kind, Elems: add})))
+		}
+	}
+	for _, chain := range []struct {
+		c         *nftables.Chain
+		old, want []Stmt
+	}{{c.eg, s.last.Egress, d.Egress}, {c.ing, s.last.Ingress, d.Ingress}} {
+		errs = append(errs, s.rules(t, chain.c, chain.old, chain.want, sets))
+	}
+	for name, old := range s.last.Sets {
+		if _, ok := d.Sets[name]; !ok {
+			s.conn.DelSet(nfSet(t, old))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := s.conn.Flush(); err != nil {
+		return fmt.Errorf("update table %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// rules replaces the rules of every policy whose statements changed,
+// inserting the new ones before the chain's final drop.
+func (s *Syncer) rules(t *nftables.Table, c *nftables.Chain, old, want []Stmt, sets map[string]*nftables.Set) error {
+	changed := changedOwners(old, want)
+	if len(changed) == 0 {
+		return nil
+	}
+	have, err := s.conn.GetRules(t, c)
+	if err != nil {
+		return fmt.Errorf("list chain %s: %w", c.Name, err)
+	}
+	var drop uint64
+	for _, r := range have {
+		switch owner := ruleOwner(r); {
+		case owner == dropTag:
+			drop = r.Handle
+		case changed[owner]:
+			if err := s.conn.DelRule(r); err != nil {
+				return err
+			}
+		}
+	}
+	if drop == 0 {
+		return fmt.Errorf("chain %s has lost its final drop rule", c.Name)
+	}
+	for _, st := range want {
+		if st.Owner != "" && changed[st.Owner] {
+			s.conn.InsertRule(&nftables.Rule{Table: t, Chain: c, Position: drop, Exprs: stmtExprs(st, sets), UserData: tag(st.Owner)})
+		}
+	}
+	return nil
+}
+
+func changedOwners(old, want []Stmt) map[string]bool {
+	group := func(sts []Stmt) map[string]string {
+		m := map[string]string{}
+		for _, st := range sts {
+			if st.Owner != "" {
+				m[st.Owner] += st.String() + "\n"
+			}
+		}
+		return m
+	}
+	o, w := group(old), group(want)
+	out := map[string]bool{}
+	for k, v := range o {
+		if w[k] != v {
+			out[k] = true
+		}
+	}
+	for k := range w {
+		if _, ok := o[k]; !ok {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+func diffElems(old, want *Set) (add, del []Elem) {
+	in := func(s []Elem, e Elem) bool {
+		_, ok := slices.BinarySearchFunc(s, e, compareElem)
+		return ok
+	}
+	for _, e := range want.Elems {
+		if !in(old.Elems, e) {
+			add = append(add, e)
+		}
+	}
+	for _, e := range old.Elems {
+		if !in(want.Elems, e) {
+			del = append(del, e)
+		}
+	}
+	return add, del
+}
