@@ -17,6 +17,8 @@ import (
 	"github.com/petrelnet/petrel/cni"
 	"github.com/petrelnet/petrel/internal/rtproto"
 	"github.com/petrelnet/petrel/internal/runner"
+	"github.com/petrelnet/petrel/ipam"
+	"github.com/petrelnet/petrel/policy"
 )
 
 // minSyncInterval bounds how often the loop runs under a storm of events:
@@ -30,6 +32,7 @@ type agent struct {
 	peers   []bgp.Peer
 	speaker *bgp.Speaker
 	fib     *fib.Programmer
+	policy  *policyState
 	ready   bool // the datapath was complete once: the pod CIDRs may be announced
 }
 
@@ -55,6 +58,9 @@ func Run(ctx context.Context, c *Config, log *slog.Logger) error {
 	if a.speaker, err = bgp.New(ctx, a.bgpCfg, log.With("component", "bgp"), loop.Poke); err != nil {
 		return err
 	}
+	if err := a.startPolicy(ctx, loop.Poke); err != nil {
+		return err
+	}
 	stop, err := fib.Watch(netns.None(), rtproto.BGP, func() { a.fib.Invalidate(); loop.Poke() })
 	if err != nil {
 		return err
@@ -76,7 +82,8 @@ func (a *agent) sync(ctx context.Context) error {
 	}
 	_, fibErr := a.fib.Sync(ctx, append(blackholes(a.bgpCfg.PodCIDRs), learned...))
 	_, confErr := cni.WriteConfList(a.cfg.CNIConfDir, a.confList())
-	if fibErr == nil && confErr == nil && !a.ready {
+	polErr := a.syncPolicy()
+	if fibErr == nil && confErr == nil && polErr == nil && !a.ready {
 		a.ready = true
 		a.log.Info("datapath ready, announcing pod CIDRs", "podCIDRs", a.cfg.PodCIDRs)
 	}
@@ -85,7 +92,24 @@ func (a *agent) sync(ctx context.Context) error {
 		adverts = a.bgpCfg.PodCIDRs
 	}
 	_, bgpErr := a.speaker.Set(ctx, a.peers, adverts)
-	return errors.Join(fibErr, confErr, bgpErr)
+	return errors.Join(fibErr, confErr, polErr, bgpErr)
+}
+
+// startPolicy opens nftables and starts watching the policy directory and
+// the IPAM store (a new local pod must be classified, or isolated, at once).
+func (a *agent) startPolicy(ctx context.Context, poke func()) error {
+	syncer, err := policy.NewSyncer(-1, a.log.With("component", "policy"))
+	if err != nil {
+		return err
+	}
+	noMasq, _ := a.cfg.NoMasquerade() // validated at load
+	a.policy = &policyState{syncer: syncer, noMasq: noMasq}
+	if a.cfg.PolicyDir != "" {
+		a.policy.dir = newPolicyDir(a.cfg.PolicyDir, a.log.With("component", "policy"))
+		go pollChanges(ctx, 500*time.Millisecond, a.policy.dir.fingerprint, poke)
+	}
+	go pollChanges(ctx, 200*time.Millisecond, fileStamp(filepath.Join(a.cfg.DataDir, ipam.StoreFile)), poke)
+	return nil
 }
 
 func (a *agent) confList() cni.ConfList {
@@ -104,7 +128,7 @@ func blackholes(pods []netip.Prefix) []fib.Route {
 }
 
 // Uninstall removes what the agent owns on this node: its kernel routes
-// (protocol 61) and the CNI config it wrote. Pods keep their attachments;
+// (protocol 61), its nftables table and the CNI config it wrote. Pods keep their attachments;
 // those go with each pod's CNI DEL.
 func Uninstall(c *Config, log *slog.Logger) error {
 	kernel, err := fib.OpenKernel(netns.None(), rtproto.BGP)
@@ -114,6 +138,13 @@ func Uninstall(c *Config, log *slog.Logger) error {
 	res, err := fib.New(kernel, log).Sync(context.Background(), nil)
 	if err != nil {
 		return fmt.Errorf("remove routes: %w", err)
+	}
+	syncer, err := policy.NewSyncer(-1, log)
+	if err != nil {
+		return err
+	}
+	if err := syncer.Remove(); err != nil {
+		return fmt.Errorf("remove nftables table: %w", err)
 	}
 	conf := filepath.Join(c.CNIConfDir, cni.ConfListFile)
 	if err := os.Remove(conf); err != nil && !errors.Is(err, os.ErrNotExist) {

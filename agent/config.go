@@ -38,21 +38,25 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 
 // Config is the standalone configuration file (petrel-agent --config).
 type Config struct {
-	NodeName       string       `json:"nodeName"`
-	RouterID       string       `json:"routerID"`
-	ASN            uint32       `json:"asn"`
-	PodCIDRs       []string     `json:"podCIDRs"`
-	ClusterCIDRs   []string     `json:"clusterCIDRs"`
-	ImportExtras   []string     `json:"importExtras,omitempty"`
-	ListenPort     int32        `json:"listenPort"`
-	GRPCAddress    string       `json:"grpcAddress"`
-	DataDir        string       `json:"dataDir"`
-	CNIConfDir     string       `json:"cniConfDir"`
-	MTU            int          `json:"mtu"`
-	PortMap        *bool        `json:"portMap,omitempty"`
-	ResyncInterval Duration     `json:"resyncInterval"`
-	LogLevel       string       `json:"logLevel"`
-	Peers          []PeerConfig `json:"peers"`
+	NodeName          string       `json:"nodeName"`
+	RouterID          string       `json:"routerID"`
+	ASN               uint32       `json:"asn"`
+	PodCIDRs          []string     `json:"podCIDRs"`
+	ClusterCIDRs      []string     `json:"clusterCIDRs"`
+	ImportExtras      []string     `json:"importExtras,omitempty"`
+	ListenPort        int32        `json:"listenPort"`
+	GRPCAddress       string       `json:"grpcAddress"`
+	DataDir           string       `json:"dataDir"`
+	CNIConfDir        string       `json:"cniConfDir"`
+	MTU               int          `json:"mtu"`
+	PortMap           *bool        `json:"portMap,omitempty"`
+	ServiceCIDRs      []string     `json:"serviceCIDRs,omitempty"`
+	NoMasqueradeCIDRs []string     `json:"noMasqueradeCIDRs,omitempty"`
+	Masquerade        *bool        `json:"masquerade,omitempty"`
+	PolicyDir         string       `json:"policyDir,omitempty"`
+	ResyncInterval    Duration     `json:"resyncInterval"`
+	LogLevel          string       `json:"logLevel"`
+	Peers             []PeerConfig `json:"peers"`
 }
 
 // PeerConfig is one entry of peers.
@@ -132,6 +136,10 @@ func (c *Config) Defaults() {
 		t := true
 		c.PortMap = &t
 	}
+	if c.Masquerade == nil {
+		t := true
+		c.Masquerade = &t
+	}
 	for i := range c.Peers {
 		gr := &c.Peers[i].GracefulRestart
 		if gr.Enabled == nil {
@@ -179,6 +187,12 @@ func (c *Config) Validate() error {
 	if c.MTU < 1280 || c.MTU > 65535 {
 		errs = append(errs, fmt.Errorf("mtu: %d out of range 1280-65535", c.MTU))
 	}
+	if _, err := c.NoMasquerade(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.PolicyDir != "" && !filepath.IsAbs(c.PolicyDir) {
+		errs = append(errs, fmt.Errorf("policyDir: %q is not an absolute path", c.PolicyDir))
+	}
 	if c.ResyncInterval < Duration(time.Second) {
 		errs = append(errs, fmt.Errorf("resyncInterval: %s is below 1s", time.Duration(c.ResyncInterval)))
 	}
@@ -223,4 +237,13 @@ func (c *Config) BGP() (bgp.Config, error) {
 	out := bgp.Config{ASN: c.ASN, RouterID: rid, ListenPort: c.ListenPort, GRPCAddress: c.GRPCAddress,
 		PodCIDRs: pods, ClusterCIDRs: cluster, ImportExtras: extras}
 	return out, out.Validate()
+}
+
+// NoMasquerade is every destination pods reach with their own address:
+// the cluster, the services and the configured extras.
+func (c *Config) NoMasquerade() ([]netip.Prefix, error) {
+	cluster, err1 := parsePrefixes("clusterCIDRs", c.ClusterCIDRs)
+	svc, err2 := parsePrefixes("serviceCIDRs", c.ServiceCIDRs)
+	extra, err3 := parsePrefixes("noMasqueradeCIDRs", c.NoMasqueradeCIDRs)
+	return append(append(cluster, svc...), extra...), errors.Join(err1, err2, err3)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"syscall"
 
 	"github.com/google/nftables"
 )
@@ -71,8 +72,11 @@ func (s *Syncer) Sync(d *Desired, full bool) error {
 // outside the table is touched, and at start-up nothing is flushed first.
 func (s *Syncer) replace(d *Desired) error {
 	t := s.table()
-	if _, err := s.conn.ListTableOfFamily(TableName, nftables.TableFamilyINet); err == nil {
-		s.conn.DelTable(t)
+	switch _, err := s.conn.ListTableOfFamily(TableName, nftables.TableFamilyINet); {
+	case err == nil:
+		s.conn.DelTable(t) // replaced in the same transaction: no gap
+	case !errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("look up table %s: %w", TableName, err)
 	}
 	s.conn.AddTable(t)
 	c := s.chains(t)
@@ -247,4 +251,16 @@ func diffElems(old, want *Set) (add, del []Elem) {
 		}
 	}
 	return add, del
+}
+
+// Remove deletes Petrel's table, if there is one: for uninstalling.
+func (s *Syncer) Remove() error {
+	if _, err := s.conn.ListTableOfFamily(TableName, nftables.TableFamilyINet); errors.Is(err, syscall.ENOENT) {
+		return nil // no table
+	} else if err != nil {
+		return fmt.Errorf("look up table %s: %w", TableName, err)
+	}
+	s.conn.DelTable(s.table())
+	s.last = nil
+	return s.conn.Flush()
 }

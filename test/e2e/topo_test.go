@@ -100,7 +100,7 @@ func newTorLab(t *testing.T, nodes int) *torLab {
 }
 
 func (l *torLab) startAgent(n *labNode) {
-	os.MkdirAll(n.dir, 0o755)
+	os.MkdirAll(filepath.Join(n.dir, "policies"), 0o755)
 	conf := fmt.Sprintf(`nodeName: %s
 routerID: %s
 asn: %d
@@ -109,10 +109,11 @@ clusterCIDRs: [10.244.0.0/16]
 dataDir: %s/data
 cniConfDir: %s/net.d
 mtu: 1450
+policyDir: %s/policies
 logLevel: debug
 peers:
   - {address: %s, asn: 65000, holdTime: 3s, keepaliveTime: 1s, connectRetry: 1s}
-`, n.name, n.addr(), n.asn(), n.podNet, n.dir, n.dir, n.tor())
+`, n.name, n.addr(), n.asn(), n.podNet, n.dir, n.dir, n.dir, n.tor())
 	path := filepath.Join(n.dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		l.t.Fatal(err)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,6 +96,9 @@ func TestTorLab(t *testing.T) {
 		t.Fatalf("gobgp global rib: %v\n%s", err, out)
 	}
 
+	// A NetworkPolicy dropped into node2's policyDir isolates pod2.
+	l.policyDirCycle(n2, p1, p2)
+
 	// Someone deletes a Petrel route by hand: the agent's netlink watch
 	// notices and the loop puts it back.
 	if out, err := n1.ns.Run("ip", "route", "del", n2.podNet); err != nil {
@@ -156,4 +160,50 @@ func TestTorLab(t *testing.T) {
 		t.Fatalf("conflist left after --uninstall: %v", err)
 	}
 	ping(t, n1.ns, p1.ip) // the pod itself is untouched
+	if out, err := n1.ns.Run("nft", "list", "table", "inet", "petrel"); err == nil {
+		t.Fatalf("nftables table left after --uninstall:\n%s", out)
+	}
+}
+
+func (l *torLab) policyDirCycle(n *labNode, from, to labPod) {
+	t := l.t
+	pods := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: pod1, namespace: default, labels: {app: pod1}}
+spec: {containers: [{name: c, image: none}]}
+status: {podIPs: [{ip: %s}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pod2, namespace: default, labels: {app: pod2}}
+spec: {containers: [{name: c, image: none, ports: [{name: http, containerPort: 80}]}]}
+status: {podIPs: [{ip: %s}]}
+`, from.ip, to.ip)
+	deny := `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: isolate-pod2, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: pod2}}
+  policyTypes: [Ingress]
+`
+	dir := filepath.Join(n.dir, "policies")
+	reachable := func() bool { _, err := from.ns.Run("ping", "-c1", "-W1", to.ip); return err == nil }
+	os.WriteFile(filepath.Join(dir, "pods.yaml"), []byte(pods), 0o644)
+	os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(deny), 0o644)
+	d := waitUntil(t, 10*time.Second, "policy from policyDir blocks pod1 -> pod2", func() bool { return !reachable() })
+	t.Logf("policy file written -> enforced: %s", d)
+	// A broken file is reported and ignored; the last good state stays.
+	os.WriteFile(filepath.Join(dir, "broken.yaml"), []byte("kind: NetworkPolicy\nspec: [not, a, map\n"), 0o644)
+	time.Sleep(1500 * time.Millisecond) // three directory polls: long enough for a wrong reload to show
+	if reachable() {
+		t.Fatal("a broken policy file opened the isolated pod")
+	}
+	logs, _ := os.ReadFile(filepath.Join(n.dir, "agent.log"))
+	if !strings.Contains(string(logs), "broken.yaml") {
+		t.Fatal("the broken policy file was not reported by name")
+	}
+	os.Remove(filepath.Join(dir, "broken.yaml"))
+	os.Remove(filepath.Join(dir, "policy.yaml"))
+	d = waitUntil(t, 10*time.Second, "policy removed: pod1 -> pod2 again", reachable)
+	t.Logf("policy file removed -> traffic allowed: %s", d)
 }

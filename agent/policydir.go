@@ -1,0 +1,203 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	netv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/petrelnet/petrel/policy"
+)
+
+// policyDir is the standalone source of policy input: a directory of
+// standard Kubernetes YAML (Namespace, Pod with labels, status.podIPs and
+// container ports, NetworkPolicy). A file that does not parse is reported
+// by name and ignored; the last good version of it stays in force.
+type policyDir struct {
+	dir string
+	log *slog.Logger
+
+	mu    sync.Mutex
+	files map[string]parsedFile // by file name: last good parse
+}
+
+type parsedFile struct {
+	stamp      string // size and mtime when parsed (or when it failed)
+	namespaces []policy.Namespace
+	pods       []policy.Pod
+	policies   []policy.Policy
+}
+
+func newPolicyDir(dir string, log *slog.Logger) *policyDir {
+	return &policyDir{dir: dir, log: log, files: map[string]parsedFile{}}
+}
+
+func stamp(fi os.FileInfo) string { return fmt.Sprint(fi.Size(), fi.ModTime().UnixNano()) }
+
+// load re-reads changed files and returns the union of every good file,
+// and whether anything changed since the last load.
+func (p *policyDir) load() (ns []policy.Namespace, pods []policy.Pod, pols []policy.Policy, changed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	entries, err := os.ReadDir(p.dir)
+	if err != nil {
+		p.log.Error("policy directory unreadable; keeping the last good state", "dir", p.dir, "err", err)
+	}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !slices.Contains([]string{".yaml", ".yml", ".json"}, filepath.Ext(name)) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		seen[name] = true
+		if old, ok := p.files[name]; ok && old.stamp == stamp(fi) {
+			continue
+		}
+		changed = true
+		parsed, err := parseFile(filepath.Join(p.dir, name))
+		if err != nil {
+			p.log.Error("policy file ignored", "file", name, "err", err)
+			old := p.files[name]
+			old.stamp = stamp(fi) // report once per version
+			p.files[name] = old
+			continue
+		}
+		parsed.stamp = stamp(fi)
+		p.files[name] = parsed
+		p.log.Info("policy file loaded", "file", name, "namespaces", len(parsed.namespaces), "pods", len(parsed.pods), "policies", len(parsed.policies))
+	}
+	if err == nil {
+		for name := range p.files {
+			if !seen[name] {
+				delete(p.files, name)
+				changed = true
+			}
+		}
+	}
+	names := make([]string, 0, len(p.files))
+	for n := range p.files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		f := p.files[n]
+		ns, pods, pols = append(ns, f.namespaces...), append(pods, f.pods...), append(pols, f.policies...)
+	}
+	return ns, pods, pols, changed
+}
+
+// pollChanges calls fingerprint every interval and pokes when it changed.
+// Polling a directory listing and a few stats costs next to nothing and
+// needs no inotify limits raised on busy nodes.
+func pollChanges(ctx context.Context, interval time.Duration, fingerprint func() string, poke func()) {
+	last := fingerprint()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+		if fp := fingerprint(); fp != last {
+			last = fp
+			poke()
+		}
+	}
+}
+
+func fileStamp(path string) func() string {
+	return func() string {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return "missing"
+		}
+		return stamp(fi)
+	}
+}
+
+func (p *policyDir) fingerprint() string {
+	entries, err := os.ReadDir(p.dir)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			fmt.Fprintf(&b, "%s %s\n", e.Name(), stamp(fi))
+		}
+	}
+	return b.String()
+}
+
+// parseFile reads every document of a file; any bad document fails the
+// whole file, so a half-applied file never takes effect.
+func parseFile(path string) (parsedFile, error) {
+	var out parsedFile
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return out, err
+	}
+	for i, doc := range bytes.Split(append([]byte("\n"), b...), []byte("\n---")) {
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			return out, fmt.Errorf("document %d: %w", i+1, err)
+		}
+		if err := out.add(tm.Kind, doc); err != nil {
+			return out, fmt.Errorf("document %d (%s): %w", i+1, tm.Kind, err)
+		}
+	}
+	return out, nil
+}
+
+func (f *parsedFile) add(kind string, doc []byte) error {
+	switch kind {
+	case "Namespace":
+		var ns corev1.Namespace
+		if err := yaml.UnmarshalStrict(doc, &ns); err != nil {
+			return err
+		}
+		f.namespaces = append(f.namespaces, fromNamespace(&ns))
+	case "Pod":
+		var pod corev1.Pod
+		if err := yaml.UnmarshalStrict(doc, &pod); err != nil {
+			return err
+		}
+		if pod.Namespace == "" {
+			pod.Namespace = "default"
+		}
+		f.pods = append(f.pods, fromPod(&pod))
+	case "NetworkPolicy":
+		var np netv1.NetworkPolicy
+		if err := yaml.UnmarshalStrict(doc, &np); err != nil {
+			return err
+		}
+		if np.Namespace == "" {
+			np.Namespace = "default"
+		}
+		pol, err := fromNetworkPolicy(&np)
+		if err != nil {
+			return err
+		}
+		f.policies = append(f.policies, pol)
+	default:
+		return fmt.Errorf("kind %q: want Namespace, Pod or NetworkPolicy", kind)
+	}
+	return nil
+}
