@@ -22,7 +22,8 @@ test: deps
 bench: deps build
 	$(GO) run ./test/bench/cnibench -plugin $(CURDIR)/bin/petrel-cni
 	$(GO) run ./test/bench/routebench -agent $(CURDIR)/bin/petrel-agent -sizes 10000,20000,100000
-	$(GO) test -run XXX -bench . -benchtime 5x ./bgp/fib/
+	$(GO) run ./test/bench/policybench -plugin $(CURDIR)/bin/petrel-cni
+	$(GO) test -run XXX -bench . -benchtime 5x ./bgp/fib/ ./policy/
 
 clean:
 	rm -rf bin .tools

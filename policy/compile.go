@@ -28,6 +28,12 @@ type compiler struct {
 	in     Input
 	out    *Desired
 	nsLbls map[string]map[string]string
+	// byNS and byLabel index pods, so a selector looks at the pods that
+	// can match instead of the whole cluster: with thousands of pods and
+	// policies, scanning made every compile take seconds.
+	byNS    map[string][]int
+	byLabel map[string][]int // "ns\x00key\x00value"
+	nsNames []string
 }
 
 // Compile computes Petrel's table from the cluster state. It is pure: the
@@ -37,6 +43,7 @@ func Compile(in Input) *Desired {
 	for _, ns := range in.Namespaces {
 		c.nsLbls[ns.Name] = ns.Labels
 	}
+	c.index()
 	for _, f := range []Family{V4, V6} {
 		c.out.set("in-iso-"+f.String(), f, AddrSet)
 		c.out.set("eg-iso-"+f.String(), f, AddrSet)
@@ -105,23 +112,57 @@ func setID(p Policy) string {
 	return fmt.Sprintf("p%08x", h.Sum32())
 }
 
+func (c *compiler) index() {
+	c.byNS, c.byLabel = map[string][]int{}, map[string][]int{}
+	for i, pod := range c.in.Pods {
+		if _, ok := c.byNS[pod.Namespace]; !ok {
+			c.nsNames = append(c.nsNames, pod.Namespace)
+		}
+		c.byNS[pod.Namespace] = append(c.byNS[pod.Namespace], i)
+		for k, v := range pod.Labels {
+			key := pod.Namespace + "\x00" + k + "\x00" + v
+			c.byLabel[key] = append(c.byLabel[key], i)
+		}
+	}
+	slices.Sort(c.nsNames)
+}
+
 // selected returns the pods a selector picks: pods (selector) in namespaces
 // (nsSel), or in namespace ns when nsSel is nil.
 func (c *compiler) selected(podSel, nsSel *Selector, ns string) []Pod {
+	namespaces := []string{ns}
+	if nsSel != nil {
+		namespaces = nil
+		for _, n := range c.nsNames {
+			if nsSel.Matches(c.nsLbls[n]) {
+				namespaces = append(namespaces, n)
+			}
+		}
+	}
 	var out []Pod
-	for _, pod := range c.in.Pods {
-		if nsSel == nil && pod.Namespace != ns {
-			continue
+	for _, n := range namespaces {
+		for _, i := range c.candidates(podSel, n) {
+			if pod := c.in.Pods[i]; podSel == nil || podSel.Matches(pod.Labels) {
+				out = append(out, pod)
+			}
 		}
-		if nsSel != nil && !nsSel.Matches(c.nsLbls[pod.Namespace]) {
-			continue
-		}
-		if podSel != nil && !podSel.Matches(pod.Labels) {
-			continue
-		}
-		out = append(out, pod)
 	}
 	return out
+}
+
+// candidates narrows a namespace's pods by the selector's most selective
+// matchLabels term; the full selector is checked afterwards.
+func (c *compiler) candidates(sel *Selector, ns string) []int {
+	best := c.byNS[ns]
+	if sel == nil {
+		return best
+	}
+	for k, v := range sel.MatchLabels {
+		if l := c.byLabel[ns+"\x00"+k+"\x00"+v]; len(l) < len(best) {
+			best = l
+		}
+	}
+	return best
 }
 
 func (c *compiler) policy(p Policy) {

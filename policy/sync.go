@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Syncer keeps Petrel's table equal to the compiled state. Every call is
@@ -22,7 +24,7 @@ type Syncer struct {
 // NewSyncer opens nftables in the caller's namespace, or in the one behind
 // netnsFd when it is not -1.
 func NewSyncer(netnsFd int, log *slog.Logger) (*Syncer, error) {
-	var opts []nftables.ConnOption
+	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
 	if netnsFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(netnsFd))
 	}
@@ -31,6 +33,25 @@ func NewSyncer(netnsFd int, log *slog.Logger) (*Syncer, error) {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
 	return &Syncer{conn: c, log: log}, nil
+}
+
+// bigBuffers lets one transaction carry a whole large ruleset: the kernel
+// refuses a batch bigger than the socket's send buffer, and a cluster of
+// 10,000 pods and 1,000 policies needs tens of megabytes.
+func bigBuffers(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 256<<20); e != nil {
+				serr = e
+			}
+		}
+	})
+	return errors.Join(err, serr)
 }
 
 func (s *Syncer) table() *nftables.Table {

@@ -13,6 +13,7 @@ apt_packages=(
 	containernetworking-plugins # reference ptp, host-local, portmap (/usr/lib/cni)
 	frr                         # the top-of-rack router of the lab tests
 	bird2                       # reference router of the route-install benchmark
+	iperf3                      # throughput in the policy benchmark
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -1,0 +1,38 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+)
+
+// bigCluster is the shape of the policy benchmark: pods over 50 namespaces
+// and 100 apps, each policy admitting one app from another.
+func bigCluster(pods, pols int) Input {
+	var in Input
+	for i := range 50 {
+		in.Namespaces = append(in.Namespaces, Namespace{Name: fmt.Sprintf("ns%d", i), Labels: map[string]string{"tier": fmt.Sprint(i % 5)}})
+	}
+	ports := []NamedPort{{Name: "http", Protocol: TCP, Port: 8080}}
+	for i := range pods {
+		in.Pods = append(in.Pods, Pod{Namespace: fmt.Sprintf("ns%d", i%50), Name: fmt.Sprintf("p%d", i),
+			Labels: map[string]string{"app": fmt.Sprintf("app%d", i%100)}, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 244, byte(i >> 8), byte(i)})}, Ports: ports})
+	}
+	for j := range pols {
+		in.Policies = append(in.Policies, Policy{Namespace: fmt.Sprintf("ns%d", j%50), Name: fmt.Sprintf("pol%d", j),
+			PodSelector: Selector{MatchLabels: map[string]string{"app": fmt.Sprintf("app%d", j%100)}}, Ingress: true,
+			IngressRules: []Rule{{
+				Peers: []Peer{{NamespaceSelector: &Selector{MatchLabels: map[string]string{"tier": fmt.Sprint(j % 5)}},
+					PodSelector: &Selector{MatchLabels: map[string]string{"app": fmt.Sprintf("app%d", (j+1)%100)}}}},
+				Ports: []Port{{Protocol: TCP, Name: "http"}, {Protocol: TCP, Number: 5201}},
+			}}})
+	}
+	return in
+}
+
+func BenchmarkCompile10kPods1kPolicies(b *testing.B) {
+	in := bigCluster(10000, 1000)
+	for range b.N {
+		Compile(in)
+	}
+}
