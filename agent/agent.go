@@ -103,7 +103,7 @@ func (a *agent) startPolicy(ctx context.Context, poke func()) error {
 		return err
 	}
 	noMasq, _ := a.cfg.NoMasquerade() // validated at load
-	a.policy = &policyState{syncer: syncer, noMasq: noMasq}
+	a.policy = &policyState{compiler: policy.NewCompiler(), syncer: syncer, noMasq: noMasq}
 	if a.cfg.PolicyDir != "" {
 		a.policy.dir = newPolicyDir(a.cfg.PolicyDir, a.log.With("component", "policy"))
 		go pollChanges(ctx, 500*time.Millisecond, a.policy.dir.fingerprint, poke)

@@ -13,6 +13,7 @@ import (
 // policyState is the agent's side of nftables: where the input comes from
 // and what was last compiled.
 type policyState struct {
+	compiler *policy.Compiler
 	syncer   *policy.Syncer
 	dir      *policyDir // nil without policyDir
 	noMasq   []netip.Prefix
@@ -43,7 +44,7 @@ func (a *agent) syncPolicy() error {
 	}
 	d := ps.last
 	if changed || d == nil {
-		d = policy.Compile(in)
+		d = ps.compiler.Compile(in)
 	}
 	start := time.Now()
 	if err := ps.syncer.Sync(d, full); err != nil {

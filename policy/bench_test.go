@@ -36,3 +36,16 @@ func BenchmarkCompile10kPods1kPolicies(b *testing.B) {
 		Compile(in)
 	}
 }
+
+// BenchmarkCompileAfterRelabel is the compile half of an incremental change:
+// one pod relabelled, the cache warm.
+func BenchmarkCompileAfterRelabel(b *testing.B) {
+	in := bigCluster(10000, 1000)
+	k := NewCompiler()
+	k.Compile(in)
+	b.ResetTimer()
+	for i := range b.N {
+		in.Pods[i%len(in.Pods)].Labels = map[string]string{"app": fmt.Sprintf("app%d", (i*7+3)%100)}
+		k.Compile(in)
+	}
+}

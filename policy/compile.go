@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // Input is everything the compiler needs to know.
@@ -38,7 +39,9 @@ type compiler struct {
 
 // Compile computes Petrel's table from the cluster state. It is pure: the
 // same input gives the same output, element order included.
-func Compile(in Input) *Desired {
+func Compile(in Input) *Desired { return compile(in, nil) }
+
+func compile(in Input, cache *Compiler) *Desired {
 	c := &compiler{in: in, out: &Desired{Sets: map[string]*Set{}, Masquerade: in.Masquerade}, nsLbls: map[string]map[string]string{}}
 	for _, ns := range in.Namespaces {
 		c.nsLbls[ns.Name] = ns.Labels
@@ -62,12 +65,49 @@ func Compile(in Input) *Desired {
 	pols := slices.Clone(in.Policies)
 	slices.SortFunc(pols, func(a, b Policy) int { return compareStr(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
 	for _, p := range pols {
-		c.policy(p)
+		var po *Desired
+		var entry cacheEntry
+		if cache != nil {
+			po, entry = cache.lookup(c, p)
+		}
+		if po == nil {
+			po = c.policy(p)
+			if cache != nil {
+				cache.store(p, entry, po)
+			}
+		}
+		c.merge(po)
 	}
 	c.out.Egress = append(c.out.Egress, Stmt{Family: Any, Verdict: Drop})
 	c.out.Ingress = append(c.out.Ingress, Stmt{Family: Any, Verdict: Drop})
-	c.out.normalize()
+	for _, name := range []string{"in-iso-4", "in-iso-6", "eg-iso-4", "eg-iso-6", "pods-4", "pods-6", "nomasq-4", "nomasq-6"} {
+		set := c.out.Sets[name]
+		if isIso(name) {
+			// A pod selected by many policies arrives many times: drop the
+			// repeats before sorting, which is most of the work otherwise.
+			set.Elems = uniqueElems(set.Elems)
+		}
+		set.normalize()
+	}
 	return c.out
+}
+
+// merge adds one policy's output: its own sets are shared as they are
+// (already normalized), its isolated pods join the global isolation sets.
+func (c *compiler) merge(po *Desired) {
+	for name, set := range po.Sets {
+		if g, ok := c.out.Sets[name]; ok && isIso(name) {
+			g.Elems = append(g.Elems, set.Elems...)
+			continue
+		}
+		c.out.Sets[name] = set
+	}
+	c.out.Egress = append(c.out.Egress, po.Egress...)
+	c.out.Ingress = append(c.out.Ingress, po.Ingress...)
+}
+
+func isIso(name string) bool {
+	return strings.HasPrefix(name, "in-iso-") || strings.HasPrefix(name, "eg-iso-")
 }
 
 func addRange(s *Set, p netip.Prefix, f Family) {
@@ -165,7 +205,16 @@ func (c *compiler) candidates(sel *Selector, ns string) []int {
 	return best
 }
 
-func (c *compiler) policy(p Policy) {
+// policy compiles one policy into its own sets and statements; its
+// isolated pods go into sets named like the global isolation sets.
+func (c *compiler) policy(p Policy) *Desired {
+	global := c.out
+	c.out = &Desired{Sets: map[string]*Set{}}
+	defer func() { c.out = global }()
+	for _, f := range []Family{V4, V6} {
+		c.out.set("in-iso-"+f.String(), f, AddrSet)
+		c.out.set("eg-iso-"+f.String(), f, AddrSet)
+	}
 	owner := p.Namespace + "/" + p.Name
 	id := setID(p)
 	targets := c.selected(&p.PodSelector, nil, p.Namespace)
@@ -195,6 +244,9 @@ func (c *compiler) policy(p Policy) {
 			c.egressRule(owner, fmt.Sprintf("%s-eg%d", id, i), id+"-tgt-", p.Namespace, r)
 		}
 	}
+	out := c.out
+	out.normalize()
+	return out
 }
 
 // peerRanges are the addresses a rule's peers stand for.
@@ -339,6 +391,18 @@ func dstElems(addr Elem, ports []Port, podPorts []NamedPort) []Elem {
 			e.PortLo, e.PortHi = p.Number, max(p.EndPort, p.Number)
 		}
 		out = append(out, e)
+	}
+	return out
+}
+
+func uniqueElems(es []Elem) []Elem {
+	seen := make(map[Elem]struct{}, len(es)/4)
+	out := es[:0:0]
+	for _, e := range es {
+		if _, dup := seen[e]; !dup {
+			seen[e] = struct{}{}
+			out = append(out, e)
+		}
 	}
 	return out
 }

@@ -197,3 +197,42 @@ func TestBlockRanges(t *testing.T) {
 		t.Fatalf("got %s", got)
 	}
 }
+
+// The caching Compiler must give exactly what Compile gives, through a
+// sequence of pod, label, namespace and policy changes.
+func TestCompilerCacheMatchesCompile(t *testing.T) {
+	in := cluster()
+	in.Policies = []Policy{
+		{Namespace: "x", Name: "p1", PodSelector: *sel("pod", "a"), Ingress: true, IngressRules: []Rule{{Peers: []Peer{{NamespaceSelector: sel("ns", "y")}}, Ports: []Port{{Protocol: TCP, Name: "serve-80-tcp"}}}}},
+		{Namespace: "y", Name: "p2", Egress: true, EgressRules: []Rule{{Ports: []Port{{Protocol: UDP, Name: "serve-81-udp"}}}}},
+		{Namespace: "z", Name: "p3", Ingress: true},
+	}
+	k := NewCompiler()
+	steps := []func(){
+		func() {},
+		func() { in.Pods[3].Labels = map[string]string{"pod": "zz"} }, // relabel in y
+		func() {
+			in.Pods = append(in.Pods, Pod{Namespace: "y", Name: "n", IPs: []netip.Addr{netip.MustParseAddr("10.0.2.9")}})
+		},
+		func() { in.Namespaces[2].Labels = map[string]string{"ns": "y"} }, // z now matches ns=y
+		func() { in.Policies[0].IngressRules[0].Ports = nil },             // policy change
+		func() { in.Policies = in.Policies[1:] },                          // policy deleted
+		func() { in.Pods[0].Ports = nil },                                 // named ports gone
+	}
+	for i, step := range steps {
+		step()
+		want := fmt.Sprint(render(Compile(in)))
+		if got := fmt.Sprint(render(k.Compile(in))); got != want {
+			t.Fatalf("step %d: cached compile differs:\n%s\nwant\n%s", i, got, want)
+		}
+	}
+}
+
+func render(d *Desired) string {
+	var b strings.Builder
+	for _, n := range sortedNames(d.Sets) {
+		fmt.Fprintf(&b, "%s %v\n", n, d.Sets[n].Elems)
+	}
+	fmt.Fprintln(&b, d.Egress, d.Ingress)
+	return b.String()
+}

@@ -134,10 +134,16 @@ func (d *Desired) set(name string, f Family, k SetKind) *Set {
 // or overlapping address ranges of AddrSets (the kernel refuses overlaps).
 func (d *Desired) normalize() {
 	for _, s := range d.Sets {
+		s.normalize()
+	}
+}
+
+func (s *Set) normalize() {
+	{
 		slices.SortFunc(s.Elems, compareElem)
 		s.Elems = slices.Compact(s.Elems)
 		if s.Kind != AddrSet {
-			continue
+			return
 		}
 		var merged []Elem
 		for _, e := range s.Elems {

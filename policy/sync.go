@@ -166,6 +166,9 @@ func (s *Syncer) incremental(d *Desired) error {
 		ns := nfSet(t, want)
 		sets[name] = ns
 		old, ok := s.last.Sets[name]
+		if old == want {
+			continue // the compiler reused it: unchanged
+		}
 		if !ok {
 			errs = append(errs, s.conn.AddSet(ns, elements(want)))
 			continue

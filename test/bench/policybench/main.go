@@ -45,7 +45,7 @@ func run() int {
 	defer b.cleanup()
 	in := synthetic(*pods, *pols, b.a, b.b)
 	start := time.Now()
-	d := policy.Compile(in)
+	d := b.compiler.Compile(in)
 	compile := time.Since(start)
 	start = time.Now()
 	if err := b.syncer.Sync(d, true); err != nil {
@@ -91,11 +91,12 @@ func pct(ds []time.Duration, p int) time.Duration {
 }
 
 type bench struct {
-	node   netnstest.NS
-	podNS  []netnstest.NS
-	a, b   netip.Addr
-	syncer *policy.Syncer
-	dir    string
+	compiler *policy.Compiler
+	node     netnstest.NS
+	podNS    []netnstest.NS
+	a, b     netip.Addr
+	syncer   *policy.Syncer
+	dir      string
 }
 
 func (b *bench) cleanup() {
@@ -108,7 +109,7 @@ func (b *bench) cleanup() {
 
 // setup makes a node with two real pods wired by the CNI plugin.
 func setup(plugin string) (*bench, error) {
-	b := &bench{}
+	b := &bench{compiler: policy.NewCompiler()}
 	var err error
 	b.dir, _ = os.MkdirTemp("", "policybench")
 	prefix := fmt.Sprintf("%spb%d-", netnstest.Prefix, os.Getpid())
@@ -195,7 +196,7 @@ func (b *bench) changes(in policy.Input, kind string, n int) ([]time.Duration, e
 			p := &in.Pods[2+i]
 			p.Labels = map[string]string{"app": fmt.Sprintf("app%d", (i*7+3)%100)}
 		}
-		if err := b.syncer.Sync(policy.Compile(in), false); err != nil {
+		if err := b.syncer.Sync(b.compiler.Compile(in), false); err != nil {
 			return nil, fmt.Errorf("%s %d: %w", kind, i, err)
 		}
 		out = append(out, time.Since(start))
