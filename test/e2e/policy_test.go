@@ -123,7 +123,7 @@ func (n *policyNode) reach(from, to string, proto policy.Protocol) bool {
 	addr := net.JoinHostPort(dst.pod.IPs[0].String(), map[policy.Protocol]string{policy.TCP: "80", policy.UDP: "81"}[proto])
 	var c net.Conn
 	err := src.ns.Do(func() (err error) {
-		c, err = net.DialTimeout(map[policy.Protocol]string{policy.TCP: "tcp", policy.UDP: "udp"}[proto], addr, 300*time.Millisecond)
+		c, err = net.DialTimeout(map[policy.Protocol]string{policy.TCP: "tcp", policy.UDP: "udp"}[proto], addr, 250*time.Millisecond)
 		return err
 	})
 	if err != nil {
