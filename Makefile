@@ -3,7 +3,7 @@ GO      ?= go
 TOOLS   := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build deps test bench clean
+.PHONY: all build deps test bench demo clean
 
 all: build
 
@@ -13,6 +13,11 @@ build:
 # Installs test dependencies (Debian packages, pinned Go tools).
 deps:
 	./test/setup.sh
+
+# The lab: an FRR ToR, three nodes running petrel-agent, pods, routes, pings
+# and a NetworkPolicy, with a report. PETREL_DEMO_KEEP=1 leaves it running.
+demo: deps build
+	$(GO) run ./test/lab/demo -agent $(CURDIR)/bin/petrel-agent -cni $(CURDIR)/bin/petrel-cni
 
 # Every test, the kernel ones included (as root).
 test: deps

@@ -262,7 +262,7 @@ func originated(p netip.Prefix) *apiutil.Path {
 		mp, _ := bgp.NewPathAttributeMpReachNLRI(fam, []bgp.PathNLRI{{NLRI: nlri}}, netip.IPv6Unspecified())
 		attrs = append(attrs, mp)
 	}
-	return &apiutil.Path{Family: fam, Nlri: nlri, Attrs: attrs}
+	return &apiutil.Path{Family: fam, Nlri: nlri, Attrs: attrs, Age: time.Now().Unix()}
 }
 
 func prefixOf(p *apiutil.Path) netip.Prefix {

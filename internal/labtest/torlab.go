@@ -1,0 +1,306 @@
+package labtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/petrelnet/petrel/internal/netnstest"
+)
+
+// TorLab is topology (a) of the design: one FRR top-of-rack router and N
+// nodes, each on its own /24 uplink (10.99.<i>.0/24, ToR .1, node .2),
+// eBGP with an AS per node (65100+i), each node running the real agent
+// with pod CIDR 10.244.<i>.0/24. Everything lives under Dir and in
+// namespaces named Prefix-<pid>-…; Close removes all of it.
+type TorLab struct {
+	Dir      string
+	AgentBin string // petrel-agent
+	CNIDir   string // holds the plugin as "petrel"
+	Tor      netnstest.NS
+	FRR      *FRR
+	Nodes    []*Node
+	created  []netnstest.NS
+	procs    []*Proc
+}
+
+// Node is one lab node.
+type Node struct {
+	Name   string
+	Idx    int
+	NS     netnstest.NS
+	Dir    string
+	Agent  *Proc
+	PodNet string
+}
+
+func (n *Node) Addr() string    { return fmt.Sprintf("10.99.%d.2", n.Idx) }
+func (n *Node) TorAddr() string { return fmt.Sprintf("10.99.%d.1", n.Idx) }
+func (n *Node) ASN() int        { return 65100 + n.Idx }
+
+// Pod is a pod wired by the real CNI binary.
+type Pod struct {
+	Name string
+	NS   netnstest.NS
+	IP   string
+}
+
+func (l *TorLab) newNS(role string) (netnstest.NS, error) {
+	ns, err := netnstest.Create(fmt.Sprintf("%s%d-%s", netnstest.Prefix, os.Getpid(), role))
+	if err != nil {
+		return ns, err
+	}
+	l.created = append(l.created, ns)
+	_, err = ns.Run("ip", "link", "set", "lo", "up")
+	return ns, err
+}
+
+// Run runs a command in ns (the root namespace when ns is zero).
+func Run(ns netnstest.NS, name string, args ...string) error {
+	var out []byte
+	var err error
+	if ns.Name == "" {
+		out, err = exec.Command(name, args...).CombinedOutput()
+	} else {
+		var s string
+		s, err = ns.Run(name, args...)
+		out = []byte(s)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %v: %v %s", name, args, err, out)
+	}
+	return nil
+}
+
+func routerSysctls(ns netnstest.NS) error {
+	for _, kv := range []string{"net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"} {
+		if err := Run(ns, "sysctl", "-qw", kv); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewTorLab builds the topology and starts FRR and every agent.
+func NewTorLab(dir, agentBin, cniDir string, nodes int) (*TorLab, error) {
+	l := &TorLab{Dir: dir, AgentBin: agentBin, CNIDir: cniDir}
+	if err := l.build(nodes); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *TorLab) build(nodes int) error {
+	// FRR's daemons run as user frr and must reach their directory.
+	for d := l.Dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o005 == 0 {
+			os.Chmod(d, fi.Mode().Perm()|0o005)
+		}
+	}
+	var err error
+	if l.Tor, err = l.newNS("tor"); err != nil {
+		return err
+	}
+	if err := routerSysctls(l.Tor); err != nil {
+		return err
+	}
+	var neighbors strings.Builder
+	for i := 1; i <= nodes; i++ {
+		n := &Node{Name: fmt.Sprintf("node%d", i), Idx: i, Dir: filepath.Join(l.Dir, fmt.Sprintf("node%d", i)), PodNet: fmt.Sprintf("10.244.%d.0/24", i)}
+		if n.NS, err = l.newNS(n.Name); err != nil {
+			return err
+		}
+		ifName := fmt.Sprintf("eth%d", i)
+		steps := []struct {
+			ns   netnstest.NS
+			args []string
+		}{
+			{netnstest.NS{}, []string{"link", "add", ifName, "netns", l.Tor.Name, "type", "veth", "peer", "name", "eth1", "netns", n.NS.Name}},
+			{l.Tor, []string{"addr", "add", n.TorAddr() + "/24", "dev", ifName}},
+			{l.Tor, []string{"link", "set", ifName, "up"}},
+			{n.NS, []string{"addr", "add", n.Addr() + "/24", "dev", "eth1"}},
+			{n.NS, []string{"link", "set", "eth1", "up"}},
+			{n.NS, []string{"route", "add", "default", "via", n.TorAddr()}},
+		}
+		for _, s := range steps {
+			if err := Run(s.ns, "ip", s.args...); err != nil {
+				return err
+			}
+		}
+		if err := routerSysctls(n.NS); err != nil {
+			return err
+		}
+		fmt.Fprintf(&neighbors, " neighbor %s remote-as %d\n neighbor %s timers 1 3\n neighbor %s timers connect 1\n",
+			n.Addr(), n.ASN(), n.Addr(), n.Addr())
+		l.Nodes = append(l.Nodes, n)
+	}
+	conf := "hostname tor\nrouter bgp 65000\n bgp router-id 10.99.0.1\n no bgp ebgp-requires-policy\n" +
+		" bgp graceful-restart\n coalesce-time 50\n" + neighbors.String() + "!\n"
+	if l.FRR, err = StartFRR(l.Tor, filepath.Join(l.Dir, "frr"), conf); err != nil {
+		return err
+	}
+	for _, n := range l.Nodes {
+		if err := l.StartAgent(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StartAgent writes the node's config and starts its agent.
+func (l *TorLab) StartAgent(n *Node) error {
+	if err := os.MkdirAll(filepath.Join(n.Dir, "policies"), 0o755); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf(`nodeName: %[1]s
+routerID: %[2]s
+asn: %[3]d
+podCIDRs: [%[4]s]
+clusterCIDRs: [10.244.0.0/16]
+noMasqueradeCIDRs: [10.99.0.0/16]
+dataDir: %[5]s/data
+cniConfDir: %[5]s/net.d
+policyDir: %[5]s/policies
+mtu: 1450
+logLevel: debug
+peers:
+  - {address: %[6]s, asn: 65000, holdTime: 3s, keepaliveTime: 1s, connectRetry: 1s}
+`, n.Name, n.Addr(), n.ASN(), n.PodNet, n.Dir, n.TorAddr())
+	path := filepath.Join(n.Dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	p, err := StartProc(n.NS, filepath.Join(n.Dir, "agent.log"), l.AgentBin, "--config", path)
+	if err != nil {
+		return err
+	}
+	n.Agent = p
+	l.procs = append(l.procs, p)
+	return nil
+}
+
+// Close stops every process and deletes every namespace it made.
+func (l *TorLab) Close() {
+	for _, p := range l.procs {
+		p.Signal(syscall.SIGKILL)
+	}
+	if l.FRR != nil {
+		l.FRR.Kill()
+	}
+	for i := len(l.created) - 1; i >= 0; i-- {
+		l.created[i].Delete()
+	}
+}
+
+// Established reports whether FRR sees every node session Established,
+// and FRR's JSON summary.
+func (l *TorLab) Established() (bool, string) {
+	out, err := l.FRR.Vtysh("show bgp summary json")
+	if err != nil {
+		return false, out
+	}
+	var sum struct {
+		IPv4Unicast struct {
+			Peers map[string]struct {
+				State string `json:"state"`
+			} `json:"peers"`
+		} `json:"ipv4Unicast"`
+	}
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		return false, out
+	}
+	for _, n := range l.Nodes {
+		if sum.IPv4Unicast.Peers[n.Addr()].State != "Established" {
+			return false, out
+		}
+	}
+	return true, out
+}
+
+// PetrelRoutes is a node's kernel table of Petrel's protocol, in ip's words.
+func PetrelRoutes(n *Node) (string, error) {
+	out, err := n.NS.Run("ip", "route", "show", "proto", "61")
+	return strings.Join(strings.Fields(out), " "), err
+}
+
+// RoutesComplete reports whether every node holds a route to every other
+// node's pod CIDR via the ToR, and a blackhole for its own.
+func (l *TorLab) RoutesComplete() bool {
+	for _, n := range l.Nodes {
+		got, err := PetrelRoutes(n)
+		if err != nil || !strings.Contains(got, "blackhole "+n.PodNet) {
+			return false
+		}
+		for _, o := range l.Nodes {
+			if o != n && !strings.Contains(got, o.PodNet+" via "+n.TorAddr()) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// WaitFor polls cond every 10 ms until it holds and returns how long that
+// took, or an error naming what did not happen within limit.
+func WaitFor(limit time.Duration, what string, cond func() bool) (time.Duration, error) {
+	start := time.Now()
+	for time.Since(start) < limit {
+		if cond() {
+			return time.Since(start), nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("%s: not within %s", what, limit)
+}
+
+// AddPod wires a pod on n with the real CNI binary and the conflist the
+// agent wrote, handing over its first plugin entry as a runtime would.
+func (l *TorLab) AddPod(n *Node, id string) (Pod, error) {
+	path := filepath.Join(n.Dir, "net.d", "10-petrel.conflist")
+	if _, err := WaitFor(10*time.Second, "agent writes "+path, func() bool { _, err := os.Stat(path); return err == nil }); err != nil {
+		return Pod{}, err
+	}
+	var list struct {
+		CNIVersion string           `json:"cniVersion"`
+		Name       string           `json:"name"`
+		Plugins    []map[string]any `json:"plugins"`
+	}
+	b, _ := os.ReadFile(path)
+	if err := json.Unmarshal(b, &list); err != nil {
+		return Pod{}, fmt.Errorf("agent's conflist: %w", err)
+	}
+	entry := list.Plugins[0]
+	entry["name"], entry["cniVersion"] = list.Name, list.CNIVersion
+	conf, _ := json.Marshal(entry)
+	pod, err := l.newNS(id)
+	if err != nil {
+		return Pod{}, err
+	}
+	cmd := exec.Command(filepath.Join(l.CNIDir, "petrel"))
+	cmd.Env = []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=" + id, "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=" + l.CNIDir,
+		"CNI_ARGS=K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + id}
+	cmd.Stdin = strings.NewReader(string(conf))
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := n.NS.Start(cmd); err != nil {
+		return Pod{}, err
+	}
+	if err := cmd.Wait(); err != nil {
+		return Pod{}, fmt.Errorf("CNI ADD %s on %s: %v %s", id, n.Name, err, out.String())
+	}
+	var res struct{ IPs []struct{ Address string } }
+	json.Unmarshal([]byte(out.String()), &res)
+	if len(res.IPs) == 0 {
+		return Pod{}, fmt.Errorf("CNI ADD %s: no address in %s", id, out.String())
+	}
+	return Pod{Name: id, NS: pod, IP: strings.Split(res.IPs[0].Address, "/")[0]}, nil
+}
+
+// Namespaces lists every namespace the lab made, pods included.
+func (l *TorLab) Namespaces() []netnstest.NS { return l.created }
