@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -56,9 +58,34 @@ func New(t testing.TB, role string) NS {
 	return n
 }
 
+var sweep sync.Once
+
+// sweepStale deletes namespaces left by test processes that were killed
+// before their cleanup ran (a timeout, a crash): names carry the creating
+// process's ID, and only names with Prefix whose process is gone are
+// deleted, each by its exact name.
+func sweepStale() {
+	entries, _ := os.ReadDir("/var/run/netns")
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), Prefix)
+		if !ok {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(strings.TrimLeft(pidText, "abcdefghijklmnopqrstuvwxyz"))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			netns.DeleteNamed(e.Name())
+		}
+	}
+}
+
 // Create makes a named namespace without touching the caller's: the new
 // namespace is created on a locked thread that is then switched back.
 func Create(name string) (NS, error) {
+	sweep.Do(sweepStale)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
