@@ -11,31 +11,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petrelnet/petrel/internal/labtest"
 	"github.com/petrelnet/petrel/internal/netnstest"
 )
-
-// requireTool finds an external program the test drives. CI installs them
-// all (test/setup.sh), so there a missing one fails the test.
-func requireTool(t *testing.T, path string) string {
-	t.Helper()
-	p, err := exec.LookPath(path)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not installed: run test/setup.sh", path)
-	}
-	t.Skipf("%s not installed (run test/setup.sh): %v", path, err)
-	return ""
-}
 
 // TestCnitoolPortmapChain drives Petrel through a real runtime client:
 // cnitool runs a conflist chaining Petrel with the reference portmap
 // plugin, and a client outside the node reaches the pod via a hostPort.
 func TestCnitoolPortmapChain(t *testing.T) {
 	n := newNode(t)
-	cnitool := requireTool(t, "cnitool")
-	requireTool(t, "/usr/lib/cni/portmap")
+	cnitool := netnstest.RequireTool(t, "cnitool")
+	netnstest.RequireTool(t, "/usr/lib/cni/portmap")
 
 	client := netnstest.New(t, "client")
 	mustRun(t, netnstest.NS{}, "ip", "link", "add", "up0", "netns", n.ns.Name, "type", "veth", "peer", "name", "up0", "netns", client.Name)
@@ -124,16 +110,7 @@ func TestCnitoolPortmapChain(t *testing.T) {
 
 func mustRun(t *testing.T, ns netnstest.NS, name string, args ...string) {
 	t.Helper()
-	var out []byte
-	var err error
-	if ns.Name == "" {
-		out, err = exec.Command(name, args...).CombinedOutput()
-	} else {
-		var s string
-		s, err = ns.Run(name, args...)
-		out = []byte(s)
-	}
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	if err := labtest.Run(ns, name, args...); err != nil {
+		t.Fatal(err)
 	}
 }

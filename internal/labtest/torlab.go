@@ -60,18 +60,10 @@ func (l *TorLab) newNS(role string) (netnstest.NS, error) {
 	return ns, err
 }
 
-// Run runs a command in ns (the root namespace when ns is zero).
+// Run runs a command in ns (the caller's own when ns is zero) and turns a
+// failure into an error carrying the command and its output.
 func Run(ns netnstest.NS, name string, args ...string) error {
-	var out []byte
-	var err error
-	if ns.Name == "" {
-		out, err = exec.Command(name, args...).CombinedOutput()
-	} else {
-		var s string
-		s, err = ns.Run(name, args...)
-		out = []byte(s)
-	}
-	if err != nil {
+	if out, err := ns.Run(name, args...); err != nil {
 		return fmt.Errorf("%s %v: %v %s", name, args, err, out)
 	}
 	return nil

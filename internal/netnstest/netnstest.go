@@ -34,6 +34,22 @@ func RequireRoot(t testing.TB) {
 	t.Skip("kernel test skipped: needs root for network namespaces, veths and routes (run `sudo make test`)")
 }
 
+// RequireTool finds an external program a test drives (test/setup.sh
+// installs them all). In CI a missing one fails the test; elsewhere the test
+// is skipped with a message naming it.
+func RequireTool(t testing.TB, path string) string {
+	t.Helper()
+	p, err := exec.LookPath(path)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not installed: run test/setup.sh", path)
+	}
+	t.Skipf("%s not installed (run test/setup.sh): %v", path, err)
+	return ""
+}
+
 var seq atomic.Int64
 
 // NS is a named network namespace under /var/run/netns.
@@ -139,12 +155,17 @@ func (n NS) Start(cmd *exec.Cmd) error {
 	return n.Do(cmd.Start)
 }
 
-// Run runs a command inside the namespace and returns its combined output.
+// Run runs a command inside the namespace (the zero NS: the caller's own)
+// and returns its combined output.
 func (n NS) Run(name string, args ...string) (string, error) {
 	cmd := exec.Command(name, args...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := n.Start(cmd); err != nil {
+	start := cmd.Start
+	if n.Name != "" {
+		start = func() error { return n.Start(cmd) }
+	}
+	if err := start(); err != nil {
 		return "", err
 	}
 	err := cmd.Wait()

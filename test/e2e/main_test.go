@@ -32,17 +32,3 @@ func TestMain(m *testing.M) {
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
-
-// requireTool finds an external program; in CI a missing one is a failure.
-func requireTool(t *testing.T, path string) string {
-	t.Helper()
-	p, err := exec.LookPath(path)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not installed: run test/setup.sh", path)
-	}
-	t.Skipf("%s not installed (run test/setup.sh): %v", path, err)
-	return ""
-}

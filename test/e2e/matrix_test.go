@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/petrelnet/petrel/internal/netnstest"
 	"github.com/petrelnet/petrel/internal/policycases"
 	"github.com/petrelnet/petrel/policy"
 )
@@ -15,7 +16,7 @@ import (
 // incremental sync. SCTP cases run only in the compiler's tests: this
 // kernel has no SCTP.
 func TestUpstreamMatricesWithRealPackets(t *testing.T) {
-	requireTool(t, "nft")
+	netnstest.RequireTool(t, "nft")
 	n := newPolicyNode(t)
 	fixture := policycases.Cluster()
 	for i, p := range fixture.Pods {

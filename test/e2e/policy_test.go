@@ -177,7 +177,7 @@ func (n *policyNode) check(d *policy.Desired, proto policy.Protocol, allowed fun
 }
 
 func TestPolicyWithRealPackets(t *testing.T) {
-	requireTool(t, "nft")
+	netnstest.RequireTool(t, "nft")
 	n := newPolicyNode(t)
 	n.addPod("x", "a", map[string]string{"pod": "a"})
 	n.addPod("x", "b", map[string]string{"pod": "b"})
@@ -246,7 +246,7 @@ func normalizeHandles(s string) string {
 // TestMasquerade: a pod reaching outside the cluster leaves with the node's
 // address; a pod reaching another pod keeps its own.
 func TestMasquerade(t *testing.T) {
-	requireTool(t, "nft")
+	netnstest.RequireTool(t, "nft")
 	n := newPolicyNode(t)
 	outside := netnstest.New(t, "outside")
 	mustIP(t, netnstest.NS{}, "link", "add", "up0", "netns", n.ns.Name, "type", "veth", "peer", "name", "up0", "netns", outside.Name)

@@ -18,7 +18,7 @@ func mustIP(t *testing.T, ns netnstest.NS, args ...string) {
 
 func newTorLab(t *testing.T, nodes int) *labtest.TorLab {
 	netnstest.RequireRoot(t)
-	requireTool(t, labtest.FRRDir+"/bgpd")
+	netnstest.RequireTool(t, labtest.FRRDir+"/bgpd")
 	l, err := labtest.NewTorLab(t.TempDir(), filepath.Join(binDir, "petrel-agent"), binDir, nodes)
 	if err != nil {
 		t.Fatal(err)

@@ -27,7 +27,7 @@ func ping(t *testing.T, from netnstest.NS, to string, args ...string) string {
 // real agent, a pod on each wired by the real CNI binary.
 func TestTorLab(t *testing.T) {
 	l := newTorLab(t, 2)
-	gobgp := requireTool(t, "gobgp")
+	gobgp := netnstest.RequireTool(t, "gobgp")
 	d := waitUntil(t, 20*time.Second, "FRR sees every node session Established", func() bool { ok, _ := l.Established(); return ok })
 	t.Logf("agents started -> sessions Established: %s", d)
 	d = wantRoutes(t, l, 20*time.Second)
