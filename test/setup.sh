@@ -40,3 +40,7 @@ if [[ ! -x "$root/.tools/bin/gobgp" || "$(cat "$stamp" 2>/dev/null)" != "$gobgp_
 	GOBIN="$root/.tools/bin" go install "github.com/osrg/gobgp/v4/cmd/gobgp@$gobgp_version"
 	echo "$gobgp_version" >"$stamp"
 fi
+
+# A real kube-apiserver and etcd for the Kubernetes integration tests, built
+# from the Go module proxy once per version (minutes the first time).
+"$root/test/kube/build.sh"

@@ -1,0 +1,232 @@
+// Package kubetest runs a real etcd and kube-apiserver on 127.0.0.1 for
+// integration tests, from the binaries test/kube/build.sh builds. Only the
+// API server runs: tests play the kubelet and the controllers.
+package kubetest
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Version is the Kubernetes version the binaries are built at.
+const Version = "v1.37.2"
+
+// Server is one etcd and one kube-apiserver.
+type Server struct {
+	URL        string // https://127.0.0.1:PORT
+	Token      string // bearer token of a system:masters user
+	Kubeconfig string // a kubeconfig file for that user
+	dir        string
+	bin        string
+	etcd, api  *proc
+	etcdPort   int
+	apiPort    int
+}
+
+// BinDir is where test/kube/build.sh puts the binaries, found from the
+// module root.
+func BinDir() string {
+	dir, _ := os.Getwd()
+	for ; dir != "/"; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil && fileExists(filepath.Join(dir, "test", "kube", "build.sh")) {
+			return filepath.Join(dir, ".tools", "kube", Version)
+		}
+	}
+	return ""
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// Start runs a fresh API server for the test (one per package is the
+// economical use: it takes about two seconds and 300 MB). In CI missing
+// binaries fail the test; elsewhere they skip it.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin := BinDir()
+	if !fileExists(filepath.Join(bin, "kube-apiserver")) || !fileExists(filepath.Join(bin, "etcd")) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("kube-apiserver and etcd not built in %s: run test/kube/build.sh", bin)
+		}
+		t.Skipf("kube-apiserver and etcd not built in %s: run test/kube/build.sh", bin)
+	}
+	s, err := start(t.TempDir(), bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func start(dir, bin string) (*Server, error) {
+	tok := make([]byte, 16)
+	rand.Read(tok)
+	s := &Server{dir: dir, bin: bin, Token: hex.EncodeToString(tok)}
+	var err error
+	if s.etcdPort, err = freePort(); err != nil {
+		return nil, err
+	}
+	if s.apiPort, err = freePort(); err != nil {
+		return nil, err
+	}
+	s.URL = fmt.Sprintf("https://127.0.0.1:%d", s.apiPort)
+	if err := s.writeFiles(); err != nil {
+		return nil, err
+	}
+	if err := s.StartEtcd(); err != nil {
+		return nil, err
+	}
+	if err := s.StartAPI(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (s *Server) writeFiles() error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	files := map[string]string{
+		"sa.key": string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})),
+		"tokens": s.Token + ",admin,admin-uid,system:masters\n",
+	}
+	s.Kubeconfig = filepath.Join(s.dir, "kubeconfig")
+	files["kubeconfig"] = fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: admin, user: {token: %q}}]
+contexts: [{name: test, context: {cluster: test, user: admin}}]
+current-context: test
+`, s.URL, s.Token)
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(s.dir, name), []byte(body), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// proc is a server process and a channel closed when it has exited.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (s *Server) proc(name string, args ...string) (*proc, error) {
+	log, err := os.OpenFile(filepath.Join(s.dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(s.bin, name), args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	// The servers die with the test process even if it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, err
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); log.Close(); close(p.done) }()
+	return p, nil
+}
+
+// StartEtcd (re)starts etcd on its data directory.
+func (s *Server) StartEtcd() error {
+	client := fmt.Sprintf("http://127.0.0.1:%d", s.etcdPort)
+	peerPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	peer := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
+	s.etcd, err = s.proc("etcd", "--data-dir", filepath.Join(s.dir, "etcd"), "--listen-client-urls", client,
+		"--advertise-client-urls", client, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "default="+peer, "--log-level", "warn")
+	return err
+}
+
+// StartAPI (re)starts the API server and waits until it is ready.
+func (s *Server) StartAPI() error {
+	var err error
+	s.api, err = s.proc("kube-apiserver",
+		"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", s.etcdPort),
+		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", strconv.Itoa(s.apiPort),
+		"--cert-dir", filepath.Join(s.dir, "certs"),
+		"--service-account-issuer", "https://kubernetes.default.svc",
+		"--service-account-key-file", filepath.Join(s.dir, "sa.key"),
+		"--service-account-signing-key-file", filepath.Join(s.dir, "sa.key"),
+		"--token-auth-file", filepath.Join(s.dir, "tokens"),
+		"--authorization-mode", "RBAC",
+		"--service-cluster-ip-range", "10.96.0.0/16",
+		"--endpoint-reconciler-type", "none",
+		"--disable-admission-plugins", "ServiceAccount")
+	if err != nil {
+		return err
+	}
+	return s.waitReady(60 * time.Second)
+}
+
+func (s *Server) waitReady(limit time.Duration) error {
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequest("GET", s.URL+"/readyz", nil)
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+		if resp, err := c.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(filepath.Join(s.dir, "kube-apiserver.log"))
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return fmt.Errorf("kube-apiserver not ready within %s:\n%s", limit, b)
+}
+
+// StopAPI stops the API server only (etcd keeps the data): an outage.
+func (s *Server) StopAPI() { stop(s.api) }
+
+// Stop stops both servers.
+func (s *Server) Stop() {
+	stop(s.api)
+	stop(s.etcd)
+}
+
+func stop(p *proc) {
+	if p != nil {
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
