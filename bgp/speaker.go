@@ -78,8 +78,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 // (graceful restart) until the new process announces them again.
 func (s *Speaker) Stop() { s.srv.Stop() }
 
-// onPeer records session states. A session that falls from Established is
-// marked for recreation: GoBGP holds a dropped peer idle for a fixed 5 s
+// onPeer records session states. A session that falls back to Idle after
+// it got as far as OpenSent is marked for recreation: GoBGP holds a dropped peer idle for a fixed 5 s
 // and refuses its connections meanwhile, while a new peer connects at once,
 // which brings a restarted top-of-rack router back in about a second.
 func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
@@ -90,7 +90,9 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	s.mu.Lock()
 	prev := s.states[addr]
 	s.states[addr] = stateName(state)
-	if prev == "established" && state != bgp.BGP_FSM_ESTABLISHED {
+	// Also after a failed open (a connection collision, a NOTIFICATION in
+	// OpenSent): GoBGP applies the same 5 s hold then.
+	if state == bgp.BGP_FSM_IDLE && (prev == "established" || prev == "opensent" || prev == "openconfirm") {
 		s.dropped[addr] = true
 	}
 	s.mu.Unlock()

@@ -14,9 +14,10 @@ import (
 )
 
 // TorLab is topology (a) of the design: one FRR top-of-rack router and N
-// nodes, each on its own /24 uplink (10.99.<i>.0/24, ToR .1, node .2),
-// eBGP with an AS per node (65100+i), each node running the real agent
-// with pod CIDR 10.244.<i>.0/24. Everything lives under Dir and in
+// nodes, dual-stack: each node on its own uplink (10.99.<i>.0/24 and
+// fd00:99:<i>::/64, ToR .1/::1, node .2/::2), eBGP with an AS per node
+// (65100+i) over an IPv4 and an IPv6 session, each node running the real
+// agent with pod CIDRs 10.244.<i>.0/24 and fd00:10:244:<i>::/64. Everything lives under Dir and in
 // namespaces named Prefix-<pid>-…; Close removes all of it.
 type TorLab struct {
 	Dir      string
@@ -31,23 +32,29 @@ type TorLab struct {
 
 // Node is one lab node.
 type Node struct {
-	Name   string
-	Idx    int
-	NS     netnstest.NS
-	Dir    string
-	Agent  *Proc
-	PodNet string
+	Name    string
+	Idx     int
+	NS      netnstest.NS
+	Dir     string
+	Agent   *Proc
+	PodNet  string
+	PodNet6 string
 }
 
 func (n *Node) Addr() string    { return fmt.Sprintf("10.99.%d.2", n.Idx) }
 func (n *Node) TorAddr() string { return fmt.Sprintf("10.99.%d.1", n.Idx) }
 func (n *Node) ASN() int        { return 65100 + n.Idx }
 
+// Addr6 and TorAddr6 are the IPv6 ends of the node's uplink.
+func (n *Node) Addr6() string    { return fmt.Sprintf("fd00:99:%d::2", n.Idx) }
+func (n *Node) TorAddr6() string { return fmt.Sprintf("fd00:99:%d::1", n.Idx) }
+
 // Pod is a pod wired by the real CNI binary.
 type Pod struct {
 	Name string
 	NS   netnstest.NS
 	IP   string
+	IP6  string // empty for a single-stack pod
 }
 
 func (l *TorLab) newNS(role string) (netnstest.NS, error) {
@@ -70,7 +77,7 @@ func Run(ns netnstest.NS, name string, args ...string) error {
 }
 
 func routerSysctls(ns netnstest.NS) error {
-	for _, kv := range []string{"net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"} {
+	for _, kv := range []string{"net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv6.conf.all.forwarding=1"} {
 		if err := Run(ns, "sysctl", "-qw", kv); err != nil {
 			return err
 		}
@@ -102,9 +109,9 @@ func (l *TorLab) build(nodes int) error {
 	if err := routerSysctls(l.Tor); err != nil {
 		return err
 	}
-	var neighbors strings.Builder
+	var neighbors, v6 strings.Builder
 	for i := 1; i <= nodes; i++ {
-		n := &Node{Name: fmt.Sprintf("node%d", i), Idx: i, Dir: filepath.Join(l.Dir, fmt.Sprintf("node%d", i)), PodNet: fmt.Sprintf("10.244.%d.0/24", i)}
+		n := &Node{Name: fmt.Sprintf("node%d", i), Idx: i, Dir: filepath.Join(l.Dir, fmt.Sprintf("node%d", i)), PodNet: fmt.Sprintf("10.244.%d.0/24", i), PodNet6: fmt.Sprintf("fd00:10:244:%d::/64", i)}
 		if n.NS, err = l.newNS(n.Name); err != nil {
 			return err
 		}
@@ -115,10 +122,13 @@ func (l *TorLab) build(nodes int) error {
 		}{
 			{netnstest.NS{}, []string{"link", "add", ifName, "netns", l.Tor.Name, "type", "veth", "peer", "name", "eth1", "netns", n.NS.Name}},
 			{l.Tor, []string{"addr", "add", n.TorAddr() + "/24", "dev", ifName}},
+			{l.Tor, []string{"addr", "add", n.TorAddr6() + "/64", "dev", ifName, "nodad"}},
 			{l.Tor, []string{"link", "set", ifName, "up"}},
 			{n.NS, []string{"addr", "add", n.Addr() + "/24", "dev", "eth1"}},
+			{n.NS, []string{"addr", "add", n.Addr6() + "/64", "dev", "eth1", "nodad"}},
 			{n.NS, []string{"link", "set", "eth1", "up"}},
 			{n.NS, []string{"route", "add", "default", "via", n.TorAddr()}},
+			{n.NS, []string{"-6", "route", "add", "default", "via", n.TorAddr6()}},
 		}
 		for _, s := range steps {
 			if err := Run(s.ns, "ip", s.args...); err != nil {
@@ -128,12 +138,16 @@ func (l *TorLab) build(nodes int) error {
 		if err := routerSysctls(n.NS); err != nil {
 			return err
 		}
-		fmt.Fprintf(&neighbors, " neighbor %s remote-as %d\n neighbor %s timers 1 3\n neighbor %s timers connect 1\n",
-			n.Addr(), n.ASN(), n.Addr(), n.Addr())
+		for _, a := range []string{n.Addr(), n.Addr6()} {
+			fmt.Fprintf(&neighbors, " neighbor %s remote-as %d\n neighbor %s timers 1 3\n neighbor %s timers connect 1\n", a, n.ASN(), a, a)
+		}
+		fmt.Fprintf(&v6, "  neighbor %s activate\n", n.Addr6())
 		l.Nodes = append(l.Nodes, n)
 	}
 	conf := "hostname tor\nrouter bgp 65000\n bgp router-id 10.99.0.1\n no bgp ebgp-requires-policy\n" +
-		" bgp graceful-restart\n coalesce-time 50\n" + neighbors.String() + "!\n"
+		" bgp graceful-restart\n coalesce-time 50\n" + neighbors.String() +
+		" address-family ipv4 unicast\n" + strings.ReplaceAll(v6.String(), "activate", "deactivate") + " exit-address-family\n" +
+		" address-family ipv6 unicast\n" + v6.String() + " exit-address-family\n!\n"
 	if l.FRR, err = StartFRR(l.Tor, filepath.Join(l.Dir, "frr"), conf); err != nil {
 		return err
 	}
@@ -153,9 +167,9 @@ func (l *TorLab) StartAgent(n *Node) error {
 	conf := fmt.Sprintf(`nodeName: %[1]s
 routerID: %[2]s
 asn: %[3]d
-podCIDRs: [%[4]s]
-clusterCIDRs: [10.244.0.0/16]
-noMasqueradeCIDRs: [10.99.0.0/16]
+podCIDRs: [%[4]s, %[7]s]
+clusterCIDRs: [10.244.0.0/16, fd00:10:244::/48]
+noMasqueradeCIDRs: [10.99.0.0/16, fd00:99::/32]
 dataDir: %[5]s/data
 cniConfDir: %[5]s/net.d
 policyDir: %[5]s/policies
@@ -163,7 +177,8 @@ mtu: 1450
 logLevel: debug
 peers:
   - {address: %[6]s, asn: 65000, holdTime: 3s, keepaliveTime: 1s, connectRetry: 1s}
-`, n.Name, n.Addr(), n.ASN(), n.PodNet, n.Dir, n.TorAddr())
+  - {address: %[8]s, asn: 65000, holdTime: 3s, keepaliveTime: 1s, connectRetry: 1s}
+`, n.Name, n.Addr(), n.ASN(), n.PodNet, n.Dir, n.TorAddr(), n.PodNet6, n.TorAddr6())
 	path := filepath.Join(n.Dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
@@ -197,28 +212,35 @@ func (l *TorLab) Established() (bool, string) {
 	if err != nil {
 		return false, out
 	}
+	type peers struct {
+		Peers map[string]struct {
+			State string `json:"state"`
+		} `json:"peers"`
+	}
 	var sum struct {
-		IPv4Unicast struct {
-			Peers map[string]struct {
-				State string `json:"state"`
-			} `json:"peers"`
-		} `json:"ipv4Unicast"`
+		IPv4Unicast peers `json:"ipv4Unicast"`
+		IPv6Unicast peers `json:"ipv6Unicast"`
 	}
 	if err := json.Unmarshal([]byte(out), &sum); err != nil {
 		return false, out
 	}
 	for _, n := range l.Nodes {
-		if sum.IPv4Unicast.Peers[n.Addr()].State != "Established" {
+		if sum.IPv4Unicast.Peers[n.Addr()].State != "Established" || sum.IPv6Unicast.Peers[n.Addr6()].State != "Established" {
 			return false, out
 		}
 	}
 	return true, out
 }
 
-// PetrelRoutes is a node's kernel table of Petrel's protocol, in ip's words.
+// PetrelRoutes is a node's kernel table of Petrel's protocol, both
+// families, in ip's words.
 func PetrelRoutes(n *Node) (string, error) {
 	out, err := n.NS.Run("ip", "route", "show", "proto", "61")
-	return strings.Join(strings.Fields(out), " "), err
+	if err != nil {
+		return out, err
+	}
+	out6, err := n.NS.Run("ip", "-6", "route", "show", "proto", "61")
+	return strings.Join(strings.Fields(out+" "+out6), " "), err
 }
 
 // RoutesComplete reports whether every node holds a route to every other
@@ -226,11 +248,11 @@ func PetrelRoutes(n *Node) (string, error) {
 func (l *TorLab) RoutesComplete() bool {
 	for _, n := range l.Nodes {
 		got, err := PetrelRoutes(n)
-		if err != nil || !strings.Contains(got, "blackhole "+n.PodNet) {
+		if err != nil || !strings.Contains(got, "blackhole "+n.PodNet) || !strings.Contains(got, "blackhole "+n.PodNet6) {
 			return false
 		}
 		for _, o := range l.Nodes {
-			if o != n && !strings.Contains(got, o.PodNet+" via "+n.TorAddr()) {
+			if o != n && (!strings.Contains(got, o.PodNet+" via "+n.TorAddr()) || !strings.Contains(got, o.PodNet6+" via "+n.TorAddr6())) {
 				return false
 			}
 		}
@@ -291,7 +313,11 @@ func (l *TorLab) AddPod(n *Node, id string) (Pod, error) {
 	if len(res.IPs) == 0 {
 		return Pod{}, fmt.Errorf("CNI ADD %s: no address in %s", id, out.String())
 	}
-	return Pod{Name: id, NS: pod, IP: strings.Split(res.IPs[0].Address, "/")[0]}, nil
+	p := Pod{Name: id, NS: pod, IP: strings.Split(res.IPs[0].Address, "/")[0]}
+	if len(res.IPs) > 1 {
+		p.IP6 = strings.Split(res.IPs[1].Address, "/")[0]
+	}
+	return p, nil
 }
 
 // Namespaces lists every namespace the lab made, pods included.

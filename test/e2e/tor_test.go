@@ -37,6 +37,9 @@ func TestTorLab(t *testing.T) {
 	ping(t, p1.NS, p2.IP)
 	ping(t, p2.NS, p1.IP)
 	ping(t, n1.NS, p2.IP) // node to a pod on another node
+	// IPv6 travels over the IPv6 sessions, next hop the ToR's global address.
+	ping(t, p1.NS, p2.IP6)
+	ping(t, p2.NS, p1.IP6)
 
 	// The stock gobgp CLI, inside the node, over the agent's local API.
 	out, err := n1.NS.Run(gobgp, "neighbor")
