@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -20,6 +21,10 @@ type policyState struct {
 	lastFull time.Time
 	last     *policy.Desired
 	pending  []policy.Pod
+	// The IPAM store is read only when its file changed: every read takes
+	// the lock that concurrent CNI ADDs wait on.
+	storeStamp string
+	allocs     []ipam.Allocation
 }
 
 // syncPolicy compiles and applies masquerade and NetworkPolicy. It
@@ -61,17 +66,7 @@ func (a *agent) syncPolicy() error {
 // pendingPods are this node's pods (from the IPAM store, written at CNI
 // ADD) that no declared pod accounts for yet: their labels are unknown.
 func (a *agent) pendingPods(known []policy.Pod) []policy.Pod {
-	s, err := ipam.Open(a.cfg.DataDir, 2*time.Second)
-	if err != nil {
-		a.log.Warn("ipam store unreadable; no pending pods", "err", err)
-		return nil
-	}
-	defer s.Close()
-	all, err := s.List(cni.PluginType)
-	if err != nil {
-		a.log.Warn("ipam store unreadable; no pending pods", "err", err)
-		return nil
-	}
+	all := a.allocations()
 	have := map[netip.Addr]bool{}
 	for _, p := range known {
 		for _, ip := range p.IPs {
@@ -102,4 +97,27 @@ func podsEqual(a, b []policy.Pod) bool {
 	return slices.EqualFunc(a, b, func(x, y policy.Pod) bool {
 		return x.Namespace == y.Namespace && x.Name == y.Name && slices.Equal(x.IPs, y.IPs)
 	})
+}
+
+// allocations are the local pods' addresses from the IPAM store, re-read
+// only when the store file changed.
+func (a *agent) allocations() []ipam.Allocation {
+	ps := a.policy
+	st := fileStamp(filepath.Join(a.cfg.DataDir, ipam.StoreFile))()
+	if st == ps.storeStamp {
+		return ps.allocs
+	}
+	s, err := ipam.Open(a.cfg.DataDir, 2*time.Second)
+	if err != nil {
+		a.log.Warn("ipam store unreadable; keeping the last read", "err", err)
+		return ps.allocs
+	}
+	defer s.Close()
+	all, err := s.List(cni.PluginType)
+	if err != nil {
+		a.log.Warn("ipam store unreadable; keeping the last read", "err", err)
+		return ps.allocs
+	}
+	ps.storeStamp, ps.allocs = st, all
+	return all
 }

@@ -298,23 +298,31 @@ func (c *compiler) ingressRule(owner, name, ns string, targets []Pod, r Rule) {
 func (c *compiler) egressRule(owner, name, tgtPrefix, ns string, r Rule) {
 	for _, f := range []Family{V4, V6} {
 		dst := c.out.set(name+"-dst-"+f.String(), f, DstSet)
+		numeric, anyNumeric := portsFor(r.Ports, false)
 		if len(r.Peers) == 0 {
 			lo, hi := prefixRange(netip.PrefixFrom(map[Family]netip.Addr{V4: netip.IPv4Unspecified(), V6: netip.IPv6Unspecified()}[f], 0))
-			dst.Elems = append(dst.Elems, dstElems(Elem{AddrLo: lo, AddrHi: hi}, numericOnly(r.Ports), nil)...)
+			if anyNumeric {
+				dst.Elems = append(dst.Elems, dstElems(Elem{AddrLo: lo, AddrHi: hi}, numeric, nil)...)
+			}
 			// A named port with no peers means that port on any pod.
-			for _, pod := range c.in.Pods {
-				for _, a := range pod.IPs {
-					if familyOf(a) == f {
-						dst.Elems = append(dst.Elems, dstElems(Elem{AddrLo: a, AddrHi: a}, namedOnly(r.Ports), pod.Ports)...)
+			if named, ok := portsFor(r.Ports, true); ok {
+				for _, pod := range c.in.Pods {
+					for _, a := range pod.IPs {
+						if familyOf(a) == f {
+							dst.Elems = append(dst.Elems, dstElems(Elem{AddrLo: a, AddrHi: a}, named, pod.Ports)...)
+						}
 					}
 				}
 			}
 		}
 		for _, peer := range r.Peers {
 			if peer.IPBlock != nil {
+				if !anyNumeric {
+					continue
+				}
 				for _, e := range blockRanges(*peer.IPBlock) {
 					if familyOf(e.AddrLo) == f {
-						dst.Elems = append(dst.Elems, dstElems(e, numericOnly(r.Ports), nil)...)
+						dst.Elems = append(dst.Elems, dstElems(e, numeric, nil)...)
 					}
 				}
 				continue
@@ -334,35 +342,20 @@ func (c *compiler) egressRule(owner, name, tgtPrefix, ns string, r Rule) {
 	}
 }
 
-// numericOnly keeps the ports an IP block can match: a name can only be
-// resolved against a pod's containers. With no ports at all, all match.
-func numericOnly(ps []Port) []Port {
+// portsFor splits a rule's ports by what a destination can resolve: an IP
+// block only numeric ports, since a name means a container's port. ok is
+// false when the rule has ports but none of the wanted kind: then nothing
+// matches. No ports at all means every port.
+func portsFor(ps []Port, named bool) (out []Port, ok bool) {
 	if len(ps) == 0 {
-		return nil
+		return nil, !named // "all ports" is already covered by the numeric pass
 	}
-	out := []Port{}
 	for _, p := range ps {
-		if p.Name == "" {
+		if (p.Name != "") == named {
 			out = append(out, p)
 		}
 	}
-	if len(out) == 0 {
-		return []Port{{Name: "\x00"}} // nothing numeric: match nothing
-	}
-	return out
-}
-
-func namedOnly(ps []Port) []Port {
-	out := []Port{}
-	for _, p := range ps {
-		if p.Name != "" {
-			out = append(out, p)
-		}
-	}
-	if len(out) == 0 {
-		return []Port{{Name: "\x00"}}
-	}
-	return out
+	return out, len(out) > 0
 }
 
 // dstElems crosses an address range with the rule's ports, named ports

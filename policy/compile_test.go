@@ -136,3 +136,20 @@ func render(d *Desired) string {
 	fmt.Fprintln(&b, d.Egress, d.Ingress)
 	return b.String()
 }
+
+// A named port cannot be resolved for an IP block: such a rule admits
+// nothing there, while the same rule with a number admits the port.
+func TestIPBlockWithNamedPortMatchesNothing(t *testing.T) {
+	in := cluster()
+	all := &IPBlock{CIDR: netip.MustParsePrefix("0.0.0.0/0")}
+	in.Policies = []Policy{{Namespace: "x", Name: "p", PodSelector: *sel("pod", "a"), Egress: true,
+		EgressRules: []Rule{{Peers: []Peer{{IPBlock: all}}, Ports: []Port{{Protocol: TCP, Name: "serve-80-tcp"}}}}}}
+	xa, ya := in.Pods[0].IPs[0], in.Pods[3].IPs[0]
+	if Compile(in).Allowed(xa, ya, TCP, 80) {
+		t.Fatal("a named port matched through an IP block")
+	}
+	in.Policies[0].EgressRules[0].Ports = []Port{{Protocol: TCP, Number: 80}}
+	if !Compile(in).Allowed(xa, ya, TCP, 80) {
+		t.Fatal("a numeric port through an IP block did not match")
+	}
+}
