@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -117,22 +118,49 @@ func fromNetlink(r netlink.Route) Route {
 // Watch returns once the subscription is live; stop ends it. ns is the
 // namespace to watch, netns.None() for the caller's own. poke must not block.
 func Watch(ns netns.NsHandle, proto int, poke func()) (stop func(), err error) {
-	updates := make(chan netlink.RouteUpdate, 64)
 	done := make(chan struct{})
-	opts := netlink.RouteSubscribeOptions{ErrorCallback: func(error) { poke() }}
+	updates, err := subscribe(ns, done)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			for u := range updates {
+				ours := u.Route.Protocol == netlink.RouteProtocol(proto)
+				if (u.Type == unix.RTM_DELROUTE && ours) || (u.Type == unix.RTM_NEWROUTE && !ours) {
+					poke()
+				}
+			}
+			// The subscription ended: the socket overflowed while a large
+			// update was installed, or failed. Changes may have been missed:
+			// poke for a full look, and subscribe again.
+			poke()
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				var serr error
+				if updates, serr = subscribe(ns, done); serr == nil {
+					break
+				}
+			}
+		}
+	}()
+	return func() { close(done) }, nil
+}
+
+func subscribe(ns netns.NsHandle, done chan struct{}) (chan netlink.RouteUpdate, error) {
+	updates := make(chan netlink.RouteUpdate, 1024)
+	// Installing 100,000 routes sends as many notifications; a large buffer
+	// keeps the subscription from overflowing during such a burst.
+	opts := netlink.RouteSubscribeOptions{ReceiveBufferSize: 8 << 20, ReceiveBufferForceSize: true}
 	if ns.IsOpen() {
 		opts.Namespace = &ns
 	}
 	if err := netlink.RouteSubscribeWithOptions(updates, done, opts); err != nil {
 		return nil, fmt.Errorf("subscribe to route changes: %w", err)
 	}
-	go func() {
-		for u := range updates {
-			ours := u.Route.Protocol == netlink.RouteProtocol(proto)
-			if (u.Type == unix.RTM_DELROUTE && ours) || (u.Type == unix.RTM_NEWROUTE && !ours) {
-				poke()
-			}
-		}
-	}()
-	return func() { close(done) }, nil
+	return updates, nil
 }
