@@ -28,8 +28,9 @@ type policyDir struct {
 	dir string
 	log *slog.Logger
 
-	mu    sync.Mutex
-	files map[string]parsedFile // by file name: last good parse
+	mu      sync.Mutex
+	files   map[string]parsedFile // by file name: last good parse
+	lastErr string                // the directory's last read error, logged once
 }
 
 type parsedFile struct {
@@ -51,8 +52,11 @@ func (p *policyDir) load() (ns []policy.Namespace, pods []policy.Pod, pols []pol
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	entries, err := os.ReadDir(p.dir)
-	if err != nil {
+	if msg := fmt.Sprint(err); err != nil && msg != p.lastErr {
 		p.log.Error("policy directory unreadable; keeping the last good state", "dir", p.dir, "err", err)
+		p.lastErr = msg
+	} else if err == nil {
+		p.lastErr = ""
 	}
 	seen := map[string]bool{}
 	for _, e := range entries {
