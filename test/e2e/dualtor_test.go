@@ -1,0 +1,64 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/test/lab/clab"
+)
+
+// TestDualToRWithBFD runs topology (b): each node learns the other's pod
+// CIDR from both ToRs as one ECMP route; when a ToR dies, BFD removes its
+// next hop long before the hold timer would.
+func TestDualToRWithBFD(t *testing.T) {
+	netnstest.RequireRoot(t)
+	netnstest.RequireTool(t, "/usr/lib/frr/bfdd")
+	netnstest.RequireTool(t, "nsenter")
+	dir := t.TempDir()
+	if out, err := exec.Command("cp", "-r", "../containerlab/dualtor", dir).CombinedOutput(); err != nil {
+		t.Fatalf("copy topology: %v %s", err, out)
+	}
+	t.Setenv("PATH", binDir+":"+os.Getenv("PATH"))
+	path, err := clab.Deploy(filepath.Join(dir, "dualtor", "dualtor.clab.yml"), filepath.Join(dir, "work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { clab.Destroy(path) })
+	s, _ := clab.ReadState(path)
+	nodes := map[string]clab.NodeState{}
+	for _, n := range s.Nodes {
+		nodes[n.Name] = n
+	}
+	route := func() string {
+		out, _ := clab.Exec(nodes["node1"], "ip route show 10.244.2.0/24 proto 61")
+		return strings.Join(strings.Fields(out), " ")
+	}
+	ecmp := "10.244.2.0/24 nexthop via 10.96.1.1 dev eth2 weight 1 nexthop via 10.97.1.1 dev eth1 weight 1"
+	d := waitUntil(t, 30*time.Second, "node1's ECMP route to node2's pods via both ToRs", func() bool {
+		r := route()
+		return strings.Contains(r, "via 10.96.1.1") && strings.Contains(r, "via 10.97.1.1")
+	})
+	t.Logf("deploy -> ECMP route via both ToRs: %s (%s)", d, route())
+	if r := route(); r != ecmp {
+		t.Logf("route reads %q", r)
+	}
+	// tor2 fails silently: it drops every packet, so no TCP reset or link
+	// change tells anyone. Only BFD (300 ms) notices before the 9 s hold time.
+	drop := "nft add table inet blackout; " +
+		"nft add chain inet blackout in '{ type filter hook input priority -500; policy drop; }'; " +
+		"nft add chain inet blackout out '{ type filter hook output priority -500; policy drop; }'"
+	if out, err := clab.Exec(nodes["tor2"], drop); err != nil {
+		t.Fatalf("silence tor2: %v %s", err, out)
+	}
+	silenced := time.Now()
+	waitUntil(t, 3*time.Second, "tor2's next hop gone (the BGP hold time is 9 s)", func() bool {
+		r := route()
+		return strings.Contains(r, "via 10.97.1.1") && !strings.Contains(r, "10.96.1.1")
+	})
+	t.Logf("tor2 silenced -> its next hop removed (BFD): %s", time.Since(silenced))
+}
