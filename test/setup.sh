@@ -25,6 +25,11 @@ if ((${#missing[@]})); then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# FRR's runtime directory: the lab topologies mount a private tmpfs on it
+# inside each router, which needs the directory to exist (it is created when
+# the frr service starts, which it never does here).
+[[ -d /var/run/frr ]] || install -d -o frr -g frr -m 755 /var/run/frr
+
 # cnitool: a real CNI runtime client, same version as the CNI library in go.mod.
 cni_version=$(cd "$root" && go list -m -f '{{.Version}}' github.com/containernetworking/cni)
 stamp="$root/.tools/cnitool.version"
