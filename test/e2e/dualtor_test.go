@@ -1,14 +1,10 @@
 package e2e
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/petrelnet/petrel/internal/netnstest"
 	"github.com/petrelnet/petrel/test/lab/clab"
 )
 
@@ -16,24 +12,7 @@ import (
 // CIDR from both ToRs as one ECMP route; when a ToR dies, BFD removes its
 // next hop long before the hold timer would.
 func TestDualToRWithBFD(t *testing.T) {
-	netnstest.RequireRoot(t)
-	netnstest.RequireTool(t, "/usr/lib/frr/bfdd")
-	netnstest.RequireTool(t, "nsenter")
-	dir := t.TempDir()
-	if out, err := exec.Command("cp", "-r", "../containerlab/dualtor", dir).CombinedOutput(); err != nil {
-		t.Fatalf("copy topology: %v %s", err, out)
-	}
-	t.Setenv("PATH", binDir+":"+os.Getenv("PATH"))
-	path, err := clab.Deploy(filepath.Join(dir, "dualtor", "dualtor.clab.yml"), filepath.Join(dir, "work"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { clab.Destroy(path) })
-	s, _ := clab.ReadState(path)
-	nodes := map[string]clab.NodeState{}
-	for _, n := range s.Nodes {
-		nodes[n.Name] = n
-	}
+	nodes := deployCopy(t, "dualtor", "dualtor.clab.yml", "/usr/lib/frr/bfdd")
 	route := func() string {
 		out, _ := clab.Exec(nodes["node1"], "ip route show 10.244.2.0/24 proto 61")
 		return strings.Join(strings.Fields(out), " ")
