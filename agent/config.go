@@ -50,6 +50,7 @@ type Config struct {
 	CNIConfDir        string       `json:"cniConfDir"`
 	MTU               int          `json:"mtu"`
 	PortMap           *bool        `json:"portMap,omitempty"`
+	RouteReflector    bool         `json:"routeReflector,omitempty"`
 	ServiceCIDRs      []string     `json:"serviceCIDRs,omitempty"`
 	NoMasqueradeCIDRs []string     `json:"noMasqueradeCIDRs,omitempty"`
 	Masquerade        *bool        `json:"masquerade,omitempty"`
@@ -235,7 +236,7 @@ func (c *Config) BGP() (bgp.Config, error) {
 		return bgp.Config{}, err
 	}
 	out := bgp.Config{ASN: c.ASN, RouterID: rid, ListenPort: c.ListenPort, GRPCAddress: c.GRPCAddress,
-		PodCIDRs: pods, ClusterCIDRs: cluster, ImportExtras: extras}
+		PodCIDRs: pods, ClusterCIDRs: cluster, ImportExtras: extras, RouteReflector: c.RouteReflector}
 	return out, out.Validate()
 }
 

@@ -28,6 +28,10 @@ type Config struct {
 	// ClusterCIDRs (and ImportExtras) bound what is accepted from peers.
 	ClusterCIDRs []netip.Prefix
 	ImportExtras []netip.Prefix
+	// RouteReflector makes this node reflect the cluster's routes to its
+	// route-reflector clients (RFC 4456), so its export carries every
+	// accepted cluster prefix, not only its own.
+	RouteReflector bool
 }
 
 // Validate names the first bad field.

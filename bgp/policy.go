@@ -11,7 +11,8 @@ import (
 // The import guard: a path is accepted only for a prefix inside the cluster
 // CIDRs (or the configured extras) and never for one of this node's own
 // pod CIDRs, whoever announces it. Everything else is rejected. Export
-// sends only this node's pod CIDRs: a node is never a transit.
+// sends only this node's pod CIDRs: a node is never a transit, except a
+// route reflector, which also sends the cluster prefixes it accepted.
 
 const globalRIB = "global"
 
@@ -74,6 +75,9 @@ func (s *Speaker) installGuard(ctx context.Context) error {
 		}
 		if have["petrel-cluster"+fam] {
 			imp = append(imp, statement("accept-cluster"+fam, "petrel-cluster"+fam, api.RouteAction_ROUTE_ACTION_ACCEPT))
+			if s.cfg.RouteReflector {
+				exp = append(exp, statement("reflect-cluster"+fam, "petrel-cluster"+fam, api.RouteAction_ROUTE_ACTION_ACCEPT))
+			}
 		}
 	}
 	for _, a := range []struct {

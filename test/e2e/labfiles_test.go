@@ -97,3 +97,15 @@ func TestBirdToR(t *testing.T) {
 		t.Fatalf("BIRD's table: %v\n%s", err, out)
 	}
 }
+
+// TestRouteReflector: topology (d). The clients peer only with rr and still
+// learn each other's pod CIDRs, with the originating node as next hop.
+func TestRouteReflector(t *testing.T) {
+	nodes := deployCopy(t, "rr", "rr.clab.yml")
+	d := waitForRoutes(t, nodes, map[string][]string{
+		"node1": {"10.244.2.0/24 via 10.94.0.3", "10.244.10.0/24 via 10.94.0.1"},
+		"node2": {"10.244.1.0/24 via 10.94.0.2", "10.244.10.0/24 via 10.94.0.1"},
+		"rr":    {"10.244.1.0/24 via 10.94.0.2", "10.244.2.0/24 via 10.94.0.3"},
+	})
+	t.Logf("deploy -> routes reflected: %s", d)
+}
