@@ -3,7 +3,7 @@ GO      ?= go
 TOOLS   := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build deps test bench demo clean
+.PHONY: all build deps test bench demo image clean
 
 all: build
 
@@ -29,6 +29,11 @@ bench: deps build
 	$(GO) run ./test/bench/routebench -agent $(CURDIR)/bin/petrel-agent -sizes 10000,20000,100000
 	$(GO) run ./test/bench/policybench -plugin $(CURDIR)/bin/petrel-cni
 	$(GO) test -run XXX -bench . -benchtime 5x ./bgp/fib/ ./policy/
+
+# Petrel's image (needs a Docker engine, which this project's CI does not have).
+IMAGE ?= petrel:latest
+image:
+	docker build -t $(IMAGE) .
 
 clean:
 	rm -rf bin .tools
