@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -121,7 +122,7 @@ func (k *kubeSource) meshPeers(template bgp.Peer) ([]bgp.Peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(nodes, func(a, b *corev1.Node) int { return compareStrings(a.Name, b.Name) })
+	slices.SortFunc(nodes, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
 	var out []bgp.Peer
 	for _, n := range nodes {
 		ip := internalIP(n)
@@ -133,16 +134,6 @@ func (k *kubeSource) meshPeers(template bgp.Peer) ([]bgp.Peer, error) {
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // policyInput translates the cluster's namespaces, pods and policies. A

@@ -63,7 +63,7 @@ func compile(in Input, cache *Compiler) *Desired {
 	}
 	c.pending()
 	pols := slices.Clone(in.Policies)
-	slices.SortFunc(pols, func(a, b Policy) int { return compareStr(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
+	slices.SortFunc(pols, func(a, b Policy) int { return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
 	for _, p := range pols {
 		var po *Desired
 		var entry cacheEntry
@@ -115,16 +115,6 @@ func addRange(s *Set, p netip.Prefix, f Family) {
 		lo, hi := prefixRange(p)
 		s.Elems = append(s.Elems, Elem{AddrLo: lo, AddrHi: hi})
 	}
-}
-
-func compareStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (c *compiler) pending() {
