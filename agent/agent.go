@@ -33,6 +33,7 @@ type agent struct {
 	speaker *bgp.Speaker
 	fib     *fib.Programmer
 	policy  *policyState
+	metrics *agentMetrics
 	ready   bool // the datapath was complete once: the pod CIDRs may be announced
 }
 
@@ -41,7 +42,7 @@ type agent struct {
 // this node's routes in its peers, held as stale under graceful restart
 // until the next agent announces them again. Restarting drops no packet.
 func Run(ctx context.Context, c *Config, log *slog.Logger) error {
-	a := &agent{cfg: c, log: log}
+	a := &agent{cfg: c, log: log, metrics: newAgentMetrics()}
 	var err error
 	if a.bgpCfg, err = c.BGP(); err != nil {
 		return err
@@ -60,6 +61,10 @@ func Run(ctx context.Context, c *Config, log *slog.Logger) error {
 	}
 	if err := a.startPolicy(ctx, loop.Poke); err != nil {
 		return err
+	}
+	a.metrics.reg.MustRegister(a.speaker.Collector())
+	if err := a.metrics.serve(ctx, c.MetricsAddress, 3*time.Duration(c.ResyncInterval), log); err != nil {
+		return fmt.Errorf("metricsAddress %s: %w", c.MetricsAddress, err)
 	}
 	stop, err := fib.Watch(netns.None(), rtproto.BGP, func() { a.fib.Invalidate(); loop.Poke() })
 	if err != nil {
@@ -80,7 +85,13 @@ func (a *agent) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, fibErr := a.fib.Sync(ctx, append(blackholes(a.bgpCfg.PodCIDRs), learned...))
+	routes := append(blackholes(a.bgpCfg.PodCIDRs), learned...)
+	start := time.Now()
+	_, fibErr := a.fib.Sync(ctx, routes)
+	a.metrics.fibSync.Observe(time.Since(start).Seconds())
+	if fibErr == nil {
+		a.metrics.routesInstalled.Set(float64(len(routes)))
+	}
 	_, confErr := cni.WriteConfList(a.cfg.CNIConfDir, a.confList())
 	polErr := a.syncPolicy()
 	if fibErr == nil && confErr == nil && polErr == nil && !a.ready {
@@ -92,6 +103,8 @@ func (a *agent) sync(ctx context.Context) error {
 		adverts = a.bgpCfg.PodCIDRs
 	}
 	_, bgpErr := a.speaker.Set(ctx, a.peers, adverts)
+	a.metrics.ready.Store(a.ready)
+	a.metrics.lastSync.Store(time.Now().UnixNano())
 	return errors.Join(fibErr, confErr, polErr, bgpErr)
 }
 

@@ -46,6 +46,7 @@ type Config struct {
 	ImportExtras      []string     `json:"importExtras,omitempty"`
 	ListenPort        int32        `json:"listenPort"`
 	GRPCAddress       string       `json:"grpcAddress"`
+	MetricsAddress    string       `json:"metricsAddress"`
 	DataDir           string       `json:"dataDir"`
 	CNIConfDir        string       `json:"cniConfDir"`
 	MTU               int          `json:"mtu"`
@@ -117,6 +118,9 @@ func (c *Config) Defaults() {
 	}
 	if c.GRPCAddress == "" {
 		c.GRPCAddress = "127.0.0.1:50051"
+	}
+	if c.MetricsAddress == "" {
+		c.MetricsAddress = "127.0.0.1:9465"
 	}
 	if c.DataDir == "" {
 		c.DataDir = cni.DefaultDataDir
@@ -190,6 +194,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.NoMasquerade(); err != nil {
 		errs = append(errs, err)
+	}
+	if _, err := netip.ParseAddrPort(c.MetricsAddress); err != nil {
+		errs = append(errs, fmt.Errorf("metricsAddress: %q: want host:port, e.g. 127.0.0.1:9465", c.MetricsAddress))
 	}
 	if c.PolicyDir != "" && !filepath.IsAbs(c.PolicyDir) {
 		errs = append(errs, fmt.Errorf("policyDir: %q is not an absolute path", c.PolicyDir))

@@ -55,6 +55,7 @@ func (a *agent) syncPolicy() error {
 	if err := ps.syncer.Sync(d, full); err != nil {
 		return err
 	}
+	a.metrics.policySync.Observe(time.Since(start).Seconds())
 	a.log.Debug("policy synced", "full", full, "took", time.Since(start), "policies", len(in.Policies), "pods", len(in.Pods))
 	ps.last, ps.pending = d, in.Pending
 	if full {
@@ -119,5 +120,6 @@ func (a *agent) allocations() []ipam.Allocation {
 		return ps.allocs
 	}
 	ps.storeStamp, ps.allocs = st, all
+	a.metrics.podAddresses.Set(float64(len(all)))
 	return all
 }

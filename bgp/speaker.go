@@ -11,8 +11,10 @@ import (
 
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/metrics"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Speaker is the embedded BGP speaker of one node.
@@ -71,6 +73,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 	}
 	return s, nil
 }
+
+// Collector exports GoBGP's per-peer metrics: session state, messages,
+// routes received, accepted and advertised.
+func (s *Speaker) Collector() prometheus.Collector { return metrics.NewBgpCollector(s.srv) }
 
 // Stop closes every session with a NOTIFICATION (peers withdraw this node's
 // routes at once) and stops the speaker: for leaving for good. A restart

@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +53,19 @@ func TestTorLab(t *testing.T) {
 	out, err = n1.NS.Run(gobgp, "global", "rib")
 	if err != nil || !strings.Contains(out, n2.PodNet) || !strings.Contains(out, n1.PodNet) {
 		t.Fatalf("gobgp global rib: %v\n%s", err, out)
+	}
+
+	// Metrics and health on the agent's loopback address.
+	metrics := httpGet(t, n1.NS, "http://127.0.0.1:9465/metrics")
+	for _, want := range []string{"petrel_routes_installed 4", "petrel_fib_sync_seconds_count", "petrel_ipam_allocated_addresses 2", "bgp_peer_state"} {
+		if !strings.Contains(metrics, want) {
+			t.Fatalf("/metrics lacks %q:\n%s", want, metrics)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if got := httpGet(t, n1.NS, "http://127.0.0.1:9465"+path); got != "ok\n" {
+			t.Fatalf("%s: %q", path, got)
+		}
 	}
 
 	// A NetworkPolicy dropped into node2's policyDir isolates pod2.
@@ -160,4 +177,20 @@ spec:
 	os.Remove(filepath.Join(dir, "policy.yaml"))
 	d = waitUntil(t, 10*time.Second, "policy removed: pod1 -> pod2 again", reachable)
 	t.Logf("policy file removed -> traffic allowed: %s", d)
+}
+
+// httpGet fetches a URL from inside a namespace (the socket is made there).
+func httpGet(t *testing.T, ns netnstest.NS, url string) string {
+	t.Helper()
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = ns.Do(func() error { c, err = net.Dial(network, addr); return err })
+		return c, err
+	}}
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// agentMetrics are Petrel's own; GoBGP's per-peer collector joins them.
+type agentMetrics struct {
+	reg             *prometheus.Registry
+	routesInstalled prometheus.Gauge
+	fibSync         prometheus.Histogram
+	policySync      prometheus.Histogram
+	podAddresses    prometheus.Gauge
+	ready           atomic.Bool
+	lastSync        atomic.Int64 // unix nanoseconds of the last finished sync
+}
+
+func newAgentMetrics() *agentMetrics {
+	buckets := prometheus.ExponentialBuckets(0.0005, 2, 16) // 0.5 ms .. 16 s
+	m := &agentMetrics{
+		reg: prometheus.NewRegistry(),
+		routesInstalled: prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_routes_installed",
+			Help: "Kernel routes Petrel installed (protocol 61): learned routes and blackholes for the node's pod CIDRs."}),
+		fibSync: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "petrel_fib_sync_seconds",
+			Help: "Duration of kernel route syncs.", Buckets: buckets}),
+		policySync: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "petrel_policy_sync_seconds",
+			Help: "Duration of nftables syncs that changed something.", Buckets: buckets}),
+		podAddresses: prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_ipam_allocated_addresses",
+			Help: "Pod addresses allocated on this node (IPAM store)."}),
+	}
+	m.reg.MustRegister(m.routesInstalled, m.fibSync, m.policySync, m.podAddresses,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// serve runs /metrics, /healthz (the loop finished a sync recently) and
+// /readyz (the datapath is complete and the pod CIDRs are announced) until
+// ctx ends. It listens on addr, a loopback address by default.
+func (m *agentMetrics) serve(ctx context.Context, addr string, staleAfter time.Duration, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if last := m.lastSync.Load(); last == 0 || time.Since(time.Unix(0, last)) > staleAfter {
+			http.Error(w, "the sync loop has not finished a sync recently", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.ready.Load() {
+			http.Error(w, "datapath not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	return nil
+}
