@@ -26,6 +26,11 @@ func TestDualToRWithBFD(t *testing.T) {
 	if r := route(); r != ecmp {
 		t.Logf("route reads %q", r)
 	}
+	// BFD acts only on a session that was Up: wait for it, as seen by tor2.
+	waitUntil(t, 15*time.Second, "BFD up between node1 and tor2", func() bool {
+		out, _ := clab.Exec(nodes["tor2"], "vtysh -c 'show bfd peer 10.96.1.2 json'")
+		return strings.Contains(out, `"status":"up"`)
+	})
 	// tor2 fails silently: it drops every packet, so no TCP reset or link
 	// change tells anyone. Only BFD (300 ms) notices before the 9 s hold time.
 	drop := "nft add table inet blackout; " +
