@@ -24,6 +24,7 @@ type TorLab struct {
 	AgentBin string // petrel-agent
 	CNIDir   string // holds the plugin as "petrel"
 	Tor      netnstest.NS
+	External netnstest.NS // a host outside the cluster, behind the ToR: 10.100.0.2
 	FRR      *FRR
 	Nodes    []*Node
 	created  []netnstest.NS
@@ -108,6 +109,26 @@ func (l *TorLab) build(nodes int) error {
 	}
 	if err := routerSysctls(l.Tor); err != nil {
 		return err
+	}
+	// Outside the cluster: a host behind the ToR that knows no pod routes,
+	// so pods reach it only masqueraded to their node's address.
+	if l.External, err = l.newNS("external"); err != nil {
+		return err
+	}
+	for _, s := range []struct {
+		ns   netnstest.NS
+		args []string
+	}{
+		{netnstest.NS{}, []string{"link", "add", "ext0", "netns", l.Tor.Name, "type", "veth", "peer", "name", "eth0", "netns", l.External.Name}},
+		{l.Tor, []string{"addr", "add", "10.100.0.1/24", "dev", "ext0"}},
+		{l.Tor, []string{"link", "set", "ext0", "up"}},
+		{l.External, []string{"addr", "add", "10.100.0.2/24", "dev", "eth0"}},
+		{l.External, []string{"link", "set", "eth0", "up"}},
+		{l.External, []string{"route", "add", "10.99.0.0/16", "via", "10.100.0.1"}},
+	} {
+		if err := Run(s.ns, "ip", s.args...); err != nil {
+			return err
+		}
 	}
 	var neighbors, v6 strings.Builder
 	for i := 1; i <= nodes; i++ {

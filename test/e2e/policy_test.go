@@ -16,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/petrelnet/petrel/internal/labtest"
 	"github.com/petrelnet/petrel/internal/netnstest"
 	"github.com/petrelnet/petrel/policy"
 )
@@ -262,34 +263,10 @@ func TestMasquerade(t *testing.T) {
 	in.NoMasquerade = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
 	n.sync(in, true)
 
-	seenFrom := func(server netnstest.NS, client *testPod, addr string) string {
-		var ln net.Listener
-		if err := server.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return }); err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		got := make(chan string, 1)
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				got <- err.Error()
-				return
-			}
-			got <- c.RemoteAddr().(*net.TCPAddr).IP.String()
-			c.Close()
-		}()
-		var c net.Conn
-		err := client.ns.Do(func() (err error) { c, err = net.DialTimeout("tcp", addr, 2*time.Second); return })
-		if err != nil {
-			t.Fatalf("connect to %s: %v", addr, err)
-		}
-		c.Close()
-		return <-got
-	}
-	if got := seenFrom(outside, a, "10.98.0.2:9000"); got != "10.98.0.1" {
+	if got := seenAs(t, outside, labtest.Pod{Name: "a", NS: a.ns}, "10.98.0.2:9000"); got != "10.98.0.1" {
 		t.Fatalf("outside saw the pod as %s, want the node's 10.98.0.1", got)
 	}
-	if got := seenFrom(b.ns, a, net.JoinHostPort(b.pod.IPs[0].String(), "9001")); got != a.pod.IPs[0].String() {
+	if got := seenAs(t, b.ns, labtest.Pod{Name: "a", NS: a.ns}, net.JoinHostPort(b.pod.IPs[0].String(), "9001")); got != a.pod.IPs[0].String() {
 		t.Fatalf("pod b saw pod a as %s, want %s (no NAT between pods)", got, a.pod.IPs[0])
 	}
 }

@@ -55,6 +55,15 @@ func TestTorLab(t *testing.T) {
 		t.Fatalf("gobgp global rib: %v\n%s", err, out)
 	}
 
+	// Leaving the cluster: the external host sees node1's address, while
+	// pod2 saw pod1's own (pod-to-pod is never NATed).
+	if got := seenAs(t, l.External, p1, "10.100.0.2:7000"); got != n1.Addr() {
+		t.Fatalf("the external host saw pod1 as %s, want node1's %s", got, n1.Addr())
+	}
+	if got := seenAs(t, p2.NS, p1, p2.IP+":7001"); got != p1.IP {
+		t.Fatalf("pod2 saw pod1 as %s, want %s", got, p1.IP)
+	}
+
 	// Metrics and health on the agent's loopback address.
 	metrics := httpGet(t, n1.NS, "http://127.0.0.1:9465/metrics")
 	for _, want := range []string{"petrel_routes_installed 4", "petrel_fib_sync_seconds_count", "petrel_ipam_allocated_addresses 2", "bgp_peer_state"} {
@@ -193,4 +202,31 @@ func httpGet(t *testing.T, ns netnstest.NS, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// seenAs connects from a pod to a listener in server's namespace and
+// returns the source address the listener saw.
+func seenAs(t *testing.T, server netnstest.NS, from labtest.Pod, addr string) string {
+	t.Helper()
+	var ln net.Listener
+	if err := server.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+		c.Close()
+	}()
+	var c net.Conn
+	if err := from.NS.Do(func() (err error) { c, err = net.DialTimeout("tcp", addr, 3*time.Second); return }); err != nil {
+		t.Fatalf("connect from %s to %s: %v", from.Name, addr, err)
+	}
+	c.Close()
+	return <-got
 }
