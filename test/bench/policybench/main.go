@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -206,12 +207,15 @@ func (b *bench) changes(in policy.Input, kind string, n int) ([]time.Duration, e
 
 // iperf runs iperf3 from pod a to pod b for 3 s and returns Gbit/s.
 func (b *bench) iperf() (float64, error) {
-	srv := exec.Command("iperf3", "-s", "-1")
+	srv := exec.Command("iperf3", "-s")
 	if err := b.podNS[1].Start(srv); err != nil {
 		return 0, err
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
-	time.Sleep(300 * time.Millisecond) // iperf3 has no readiness signal; it listens within milliseconds
+	// iperf3 has no readiness signal: wait until its port accepts.
+	if err := b.waitListening(net.JoinHostPort(b.b.String(), "5201")); err != nil {
+		return 0, err
+	}
 	out, err := b.podNS[0].Run("iperf3", "-c", b.b.String(), "-t", "3", "-J")
 	if err != nil {
 		return 0, fmt.Errorf("%v: %s", err, out)
@@ -227,4 +231,17 @@ func (b *bench) iperf() (float64, error) {
 		return 0, err
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+}
+
+func (b *bench) waitListening(addr string) error {
+	for range 100 {
+		var c net.Conn
+		err := b.podNS[0].Do(func() (err error) { c, err = net.DialTimeout("tcp", addr, 100*time.Millisecond); return })
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("iperf3 server at %s did not start listening", addr)
 }
