@@ -35,6 +35,13 @@ type agent struct {
 	policy  *policyState
 	metrics *agentMetrics
 	ready   bool // the datapath was complete once: the pod CIDRs may be announced
+	// Kubernetes mode: the node mesh's peers and the policy input come from
+	// the cluster at every sync; onReady marks the Node ready. All nil in
+	// standalone mode.
+	mesh        func() ([]bgp.Peer, error)
+	kubePolicy  func() (policy.Input, error)
+	onReady     func(context.Context) error
+	readyMarked bool
 }
 
 // Run runs the agent until ctx ends. On return everything stays in place:
@@ -42,7 +49,13 @@ type agent struct {
 // this node's routes in its peers, held as stale under graceful restart
 // until the next agent announces them again. Restarting drops no packet.
 func Run(ctx context.Context, c *Config, log *slog.Logger) error {
-	a := &agent{cfg: c, log: log, metrics: newAgentMetrics()}
+	return run(ctx, &agent{cfg: c, log: log, metrics: newAgentMetrics()}, nil)
+}
+
+// run starts the dataplane pieces and the loop. loop may be made by the
+// caller, when its event sources were started first.
+func run(ctx context.Context, a *agent, loop *runner.Runner) error {
+	c, log := a.cfg, a.log
 	var err error
 	if a.bgpCfg, err = c.BGP(); err != nil {
 		return err
@@ -55,7 +68,9 @@ func Run(ctx context.Context, c *Config, log *slog.Logger) error {
 		return err
 	}
 	a.fib = fib.New(kernel, log.With("component", "fib"))
-	loop := runner.New(minSyncInterval, time.Duration(c.ResyncInterval))
+	if loop == nil {
+		loop = runner.New(minSyncInterval, time.Duration(c.ResyncInterval))
+	}
 	if a.speaker, err = bgp.New(ctx, a.bgpCfg, log.With("component", "bgp"), loop.Poke); err != nil {
 		return err
 	}
@@ -102,7 +117,16 @@ func (a *agent) sync(ctx context.Context) error {
 	if a.ready {
 		adverts = a.bgpCfg.PodCIDRs
 	}
-	_, bgpErr := a.speaker.Set(ctx, a.peers, adverts)
+	peers, meshErr := a.allPeers()
+	_, bgpErr := a.speaker.Set(ctx, peers, adverts)
+	bgpErr = errors.Join(meshErr, bgpErr)
+	if a.ready && a.onReady != nil && !a.readyMarked {
+		if err := a.onReady(ctx); err != nil {
+			bgpErr = errors.Join(bgpErr, err)
+		} else {
+			a.readyMarked = true
+		}
+	}
 	a.metrics.ready.Store(a.ready)
 	a.metrics.lastSync.Store(time.Now().UnixNano())
 	return errors.Join(fibErr, confErr, polErr, bgpErr)
@@ -123,6 +147,15 @@ func (a *agent) startPolicy(ctx context.Context, poke func()) error {
 	}
 	go pollChanges(ctx, 200*time.Millisecond, fileStamp(filepath.Join(a.cfg.DataDir, ipam.StoreFile)), poke)
 	return nil
+}
+
+// allPeers are the configured peers plus, in Kubernetes mode, the mesh.
+func (a *agent) allPeers() ([]bgp.Peer, error) {
+	if a.mesh == nil {
+		return a.peers, nil
+	}
+	mesh, err := a.mesh()
+	return append(append([]bgp.Peer{}, a.peers...), mesh...), err
 }
 
 func (a *agent) confList() cni.ConfList {

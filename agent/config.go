@@ -96,6 +96,42 @@ type GracefulRestart struct {
 // Load reads, defaults and validates a config file. Unknown keys are
 // errors: a misspelt key must not silently fall back to a default.
 func Load(path string) (*Config, error) {
+	c, err := read(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// LoadKubernetes reads the config for Kubernetes mode: the node-specific
+// keys (nodeName, routerID, podCIDRs) come from the cluster and are
+// checked once they are known; every other key is checked now.
+func LoadKubernetes(path string) (*Config, error) {
+	c, err := read(path)
+	if err != nil {
+		return nil, err
+	}
+	probe := *c
+	probe.NodeName, probe.RouterID, probe.PodCIDRs = "probe", "192.0.2.1", nil
+	for _, p := range c.ClusterCIDRs {
+		if pr, err := netip.ParsePrefix(p); err == nil {
+			probe.PodCIDRs = []string{pr.Masked().String()}
+			break
+		}
+	}
+	if probe.ASN == 0 {
+		probe.ASN = DefaultASN
+	}
+	if err := probe.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+func read(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -105,9 +141,6 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	c.Defaults()
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
 	return &c, nil
 }
 

@@ -34,6 +34,14 @@ func (a *agent) syncPolicy() error {
 	ps := a.policy
 	in := policy.Input{Masquerade: *a.cfg.Masquerade, PodCIDRs: a.bgpCfg.PodCIDRs, NoMasquerade: ps.noMasq}
 	changed := ps.last == nil
+	if a.kubePolicy != nil {
+		kin, err := a.kubePolicy()
+		if err != nil {
+			a.log.Warn("some NetworkPolicies are not applied", "err", err)
+		}
+		in.Namespaces, in.Pods, in.Policies = kin.Namespaces, kin.Pods, kin.Policies
+		changed = true // the compiler's cache makes an unchanged cluster cheap
+	}
 	if ps.dir != nil {
 		var dirChanged bool
 		in.Namespaces, in.Pods, in.Policies, dirChanged = ps.dir.load()

@@ -18,10 +18,16 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	configPath := flag.String("config", "/etc/petrel/config.yaml", "standalone configuration file")
-	uninstall := flag.Bool("uninstall", false, "remove Petrel's routes and CNI config from this node, then exit")
+	uninstall := flag.Bool("uninstall", false, "remove Petrel's routes, nftables table and CNI config from this node, then exit")
+	kubeconfig := flag.String("kubeconfig", "", "Kubernetes mode with this kubeconfig (in a pod, the service account is used without it)")
 	flag.Parse()
 
-	cfg, err := agent.Load(*configPath)
+	kube := *kubeconfig != "" || (agent.InCluster() && !*uninstall)
+	load := agent.Load
+	if kube || *uninstall { // neither needs this node's keys in the file
+		load = agent.LoadKubernetes
+	}
+	cfg, err := load(*configPath)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "petrel-agent: bad config:", err)
 		return 2
@@ -36,6 +42,18 @@ func run() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if kube {
+		restCfg, err := agent.RestConfig(*kubeconfig)
+		if err != nil {
+			log.Error("kubernetes connection", "err", err)
+			return 2
+		}
+		if err := agent.RunKubernetes(ctx, cfg, restCfg, os.Getenv("NODE_NAME"), log); err != nil {
+			log.Error("agent failed", "err", err)
+			return 1
+		}
+		return 0
+	}
 	if err := agent.Run(ctx, cfg, log); err != nil {
 		log.Error("agent failed", "err", err)
 		return 1

@@ -4,6 +4,7 @@
 package kubetest
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -21,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/petrelnet/petrel/internal/netnstest"
 )
 
 // Version is the Kubernetes version the binaries are built at.
@@ -36,6 +39,8 @@ type Server struct {
 	etcd, api  *proc
 	etcdPort   int
 	apiPort    int
+	host       string       // the API server's address
+	ns         netnstest.NS // where both run; the zero NS is the caller's own
 }
 
 // BinDir is where test/kube/build.sh puts the binaries, found from the
@@ -64,7 +69,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("kube-apiserver and etcd not built in %s: run test/kube/build.sh", bin)
 	}
-	s, err := start(t.TempDir(), bin)
+	s, err := start(t.TempDir(), bin, netnstest.NS{}, "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,18 +77,57 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-func start(dir, bin string) (*Server, error) {
+// StartIn runs the servers inside ns, the API server on host (an address
+// of ns), so that processes in other namespaces linked to it reach the
+// API. Clients in the test process connect through Dial.
+func StartIn(t testing.TB, ns netnstest.NS, host string) *Server {
+	t.Helper()
+	bin := BinDir()
+	if !fileExists(filepath.Join(bin, "kube-apiserver")) || !fileExists(filepath.Join(bin, "etcd")) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("kube-apiserver and etcd not built in %s: run test/kube/build.sh", bin)
+		}
+		t.Skipf("kube-apiserver and etcd not built in %s: run test/kube/build.sh", bin)
+	}
+	s, err := start(t.TempDir(), bin, ns, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Dial connects from inside the servers' namespace (for rest.Config.Dial).
+func (s *Server) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if s.ns.Name == "" {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	var c net.Conn
+	err := s.ns.Do(func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+func start(dir, bin string, ns netnstest.NS, host string) (*Server, error) {
 	tok := make([]byte, 16)
 	rand.Read(tok)
-	s := &Server{dir: dir, bin: bin, Token: hex.EncodeToString(tok)}
+	s := &Server{dir: dir, bin: bin, Token: hex.EncodeToString(tok), ns: ns, host: host}
 	var err error
-	if s.etcdPort, err = freePort(); err != nil {
-		return nil, err
+	if ns.Name != "" {
+		s.etcdPort, s.apiPort = 2379, 6443 // a namespace of its own: every port is free
+	} else {
+		if s.etcdPort, err = freePort(); err != nil {
+			return nil, err
+		}
+		if s.apiPort, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
-	if s.apiPort, err = freePort(); err != nil {
-		return nil, err
-	}
-	s.URL = fmt.Sprintf("https://127.0.0.1:%d", s.apiPort)
+	s.URL = fmt.Sprintf("https://%s", net.JoinHostPort(host, strconv.Itoa(s.apiPort)))
 	if err := s.writeFiles(); err != nil {
 		return nil, err
 	}
@@ -150,7 +194,11 @@ func (s *Server) proc(name string, args ...string) (*proc, error) {
 	cmd.Stdout, cmd.Stderr = log, log
 	// The servers die with the test process even if it is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if s.ns.Name != "" {
+		start = func() error { return s.ns.Start(cmd) }
+	}
+	if err := start(); err != nil {
 		log.Close()
 		return nil, err
 	}
@@ -162,11 +210,15 @@ func (s *Server) proc(name string, args ...string) (*proc, error) {
 // StartEtcd (re)starts etcd on its data directory.
 func (s *Server) StartEtcd() error {
 	client := fmt.Sprintf("http://127.0.0.1:%d", s.etcdPort)
-	peerPort, err := freePort()
-	if err != nil {
-		return err
+	peerPort := s.etcdPort + 1
+	if s.ns.Name == "" {
+		var err error
+		if peerPort, err = freePort(); err != nil {
+			return err
+		}
 	}
 	peer := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
+	var err error
 	s.etcd, err = s.proc("etcd", "--data-dir", filepath.Join(s.dir, "etcd"), "--listen-client-urls", client,
 		"--advertise-client-urls", client, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "default="+peer, "--log-level", "warn")
@@ -178,7 +230,7 @@ func (s *Server) StartAPI() error {
 	var err error
 	s.api, err = s.proc("kube-apiserver",
 		"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", s.etcdPort),
-		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", strconv.Itoa(s.apiPort),
+		"--bind-address", s.host, "--advertise-address", s.host, "--secure-port", strconv.Itoa(s.apiPort),
 		"--cert-dir", filepath.Join(s.dir, "certs"),
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--service-account-key-file", filepath.Join(s.dir, "sa.key"),
@@ -195,7 +247,7 @@ func (s *Server) StartAPI() error {
 }
 
 func (s *Server) waitReady(limit time.Duration) error {
-	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: s.Dial, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		req, _ := http.NewRequest("GET", s.URL+"/readyz", nil)

@@ -295,9 +295,19 @@ func WaitFor(limit time.Duration, what string, cond func() bool) (time.Duration,
 }
 
 // AddPod wires a pod on n with the real CNI binary and the conflist the
-// agent wrote, handing over its first plugin entry as a runtime would.
+// agent wrote.
 func (l *TorLab) AddPod(n *Node, id string) (Pod, error) {
-	path := filepath.Join(n.Dir, "net.d", "10-petrel.conflist")
+	pod, err := l.newNS(id)
+	if err != nil {
+		return Pod{}, err
+	}
+	return WirePod(n.NS, filepath.Join(n.Dir, "net.d", "10-petrel.conflist"), l.CNIDir, id, pod)
+}
+
+// WirePod runs CNI ADD for pod in node with the conflist at path (waiting
+// for the agent to write it), handing over its first plugin entry as a
+// runtime would.
+func WirePod(node netnstest.NS, path, cniDir, id string, pod netnstest.NS) (Pod, error) {
 	if _, err := WaitFor(10*time.Second, "agent writes "+path, func() bool { _, err := os.Stat(path); return err == nil }); err != nil {
 		return Pod{}, err
 	}
@@ -313,21 +323,17 @@ func (l *TorLab) AddPod(n *Node, id string) (Pod, error) {
 	entry := list.Plugins[0]
 	entry["name"], entry["cniVersion"] = list.Name, list.CNIVersion
 	conf, _ := json.Marshal(entry)
-	pod, err := l.newNS(id)
-	if err != nil {
-		return Pod{}, err
-	}
-	cmd := exec.Command(filepath.Join(l.CNIDir, "petrel"))
-	cmd.Env = []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=" + id, "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=" + l.CNIDir,
+	cmd := exec.Command(filepath.Join(cniDir, "petrel"))
+	cmd.Env = []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=" + id, "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=" + cniDir,
 		"CNI_ARGS=K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + id}
 	cmd.Stdin = strings.NewReader(string(conf))
 	var out strings.Builder
 	cmd.Stdout = &out
-	if err := n.NS.Start(cmd); err != nil {
+	if err := node.Start(cmd); err != nil {
 		return Pod{}, err
 	}
 	if err := cmd.Wait(); err != nil {
-		return Pod{}, fmt.Errorf("CNI ADD %s on %s: %v %s", id, n.Name, err, out.String())
+		return Pod{}, fmt.Errorf("CNI ADD %s: %v %s", id, err, out.String())
 	}
 	var res struct{ IPs []struct{ Address string } }
 	json.Unmarshal([]byte(out.String()), &res)
@@ -340,6 +346,3 @@ func (l *TorLab) AddPod(n *Node, id string) (Pod, error) {
 	}
 	return p, nil
 }
-
-// Namespaces lists every namespace the lab made, pods included.
-func (l *TorLab) Namespaces() []netnstest.NS { return l.created }

@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	netv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/petrelnet/petrel/internal/kubetest"
+	"github.com/petrelnet/petrel/internal/labtest"
+	"github.com/petrelnet/petrel/internal/netnstest"
+)
+
+// TestKubernetesMode runs two real agents in Kubernetes mode against a real
+// API server. The API server lives in a management namespace whose bridge
+// is the nodes' shared segment; each node's identity, pod CIDR and mesh
+// peers come from Node objects.
+func TestKubernetesMode(t *testing.T) {
+	netnstest.RequireRoot(t)
+	mgmt := netnstest.New(t, "mgmt")
+	for _, args := range [][]string{
+		{"link", "add", "br0", "type", "bridge"}, {"link", "set", "br0", "up"},
+		{"addr", "add", "10.98.255.1/24", "dev", "br0"},
+	} {
+		mustIP(t, mgmt, args...)
+	}
+	api := kubetest.StartIn(t, mgmt, "10.98.255.1")
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: api.URL, BearerToken: api.Token,
+		TLSClientConfig: rest.TLSClientConfig{Insecure: true}, Dial: api.Dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	nodes := map[string]netnstest.NS{}
+	for i := 1; i <= 2; i++ {
+		name, ip := fmt.Sprintf("node%d", i), fmt.Sprintf("10.98.255.1%d", i)
+		ns := netnstest.New(t, name)
+		nodes[name] = ns
+		port := fmt.Sprintf("p%d", i)
+		mustIP(t, netnstest.NS{}, "link", "add", port, "netns", mgmt.Name, "type", "veth", "peer", "name", "eth0", "netns", ns.Name)
+		mustIP(t, mgmt, "link", "set", port, "master", "br0")
+		mustIP(t, mgmt, "link", "set", port, "up")
+		mustIP(t, ns, "addr", "add", ip+"/24", "dev", "eth0")
+		mustIP(t, ns, "link", "set", "eth0", "up")
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDRs: []string{fmt.Sprintf("10.244.%d.0/24", i)}}}
+		created, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+		if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		ndir := filepath.Join(dir, name)
+		os.MkdirAll(ndir, 0o755)
+		conf := fmt.Sprintf("clusterCIDRs: [10.244.0.0/16]\ndataDir: %[1]s/data\ncniConfDir: %[1]s/net.d\nlogLevel: debug\n", ndir)
+		os.WriteFile(filepath.Join(ndir, "config.yaml"), []byte(conf), 0o644)
+		p, err := labtest.StartProc(ns, filepath.Join(ndir, "agent.log"), "env", "NODE_NAME="+name,
+			filepath.Join(binDir, "petrel-agent"), "--config", filepath.Join(ndir, "config.yaml"), "--kubeconfig", api.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Signal(syscall.SIGKILL) })
+	}
+	routes := func(node string) string {
+		out, _ := nodes[node].Run("ip", "route", "show", "proto", "61")
+		return strings.Join(strings.Fields(out), " ")
+	}
+	d := waitUntil(t, 30*time.Second, "each node learns the other's pod CIDR over the mesh", func() bool {
+		return strings.Contains(routes("node1"), "10.244.2.0/24 via 10.98.255.12") && strings.Contains(routes("node2"), "10.244.1.0/24 via 10.98.255.11")
+	})
+	t.Logf("agents started -> mesh routes from Node objects: %s", d)
+	waitUntil(t, 10*time.Second, "node1 marked NetworkUnavailable=False", func() bool {
+		n, err := cs.CoreV1().Nodes().Get(ctx, "node1", metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeNetworkUnavailable && c.Status == corev1.ConditionFalse {
+				return true
+			}
+		}
+		return false
+	})
+	// Pods: wired by the CNI binary with the agents' conflists; the test
+	// plays the kubelet and reports their addresses in the API.
+	var pods []labtest.Pod
+	for i, node := range []string{"node1", "node2"} {
+		name := fmt.Sprintf("pod%d", i+1)
+		p, err := labtest.WirePod(nodes[node], filepath.Join(dir, node, "net.d", "10-petrel.conflist"), binDir, name, netnstest.New(t, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods = append(pods, p)
+		obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": name}},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "none"}}}}
+		created, err := cs.CoreV1().Pods("default").Create(ctx, obj, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.Status.PodIPs = []corev1.PodIP{{IP: p.IP}}
+		created.Status.PodIP = p.IP
+		if _, err := cs.CoreV1().Pods("default").UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reach := func() bool { _, err := pods[0].NS.Run("ping", "-c1", "-W0.3", pods[1].IP); return err == nil }
+	waitUntil(t, 10*time.Second, "pod1 reaches pod2 across the mesh", reach)
+	np := &netv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "isolate-pod2", Namespace: "default"},
+		Spec: netv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "pod2"}}}}
+	if _, err := cs.NetworkingV1().NetworkPolicies("default").Create(ctx, np, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d = waitUntil(t, 10*time.Second, "the NetworkPolicy isolates pod2", func() bool { return !reach() })
+	t.Logf("NetworkPolicy created in the API -> enforced: %s", d)
+	if err := cs.NetworkingV1().NetworkPolicies("default").Delete(ctx, "isolate-pod2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d = waitUntil(t, 10*time.Second, "the NetworkPolicy deleted: pod2 reachable", reach)
+	t.Logf("NetworkPolicy deleted -> lifted: %s", d)
+
+	// A Node deleted from the API: its peer goes, and its routes with it.
+	if err := cs.CoreV1().Nodes().Delete(ctx, "node2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d = waitUntil(t, 10*time.Second, "node2's routes withdrawn from node1", func() bool {
+		return !strings.Contains(routes("node1"), "10.244.2.0/24")
+	})
+	t.Logf("node2 deleted -> its routes gone from node1: %s", d)
+}
