@@ -346,3 +346,6 @@ func WirePod(node netnstest.NS, path, cniDir, id string, pod netnstest.NS) (Pod,
 	}
 	return p, nil
 }
+
+// Namespaces lists every namespace the lab made, pods included.
+func (l *TorLab) Namespaces() []netnstest.NS { return l.created }
