@@ -130,6 +130,25 @@ func TestKubernetesMode(t *testing.T) {
 	d = waitUntil(t, 10*time.Second, "the NetworkPolicy deleted: pod2 reachable", reach)
 	t.Logf("NetworkPolicy deleted -> lifted: %s", d)
 
+	// The API server goes away: the dataplane stays as it is, pods keep
+	// talking; when it is back the agents resync and see new objects.
+	api.StopAPI()
+	before := routes("node1")
+	if out, err := pods[0].NS.Run("ping", "-c", "20", "-i", "0.1", "-W", "1", pods[1].IP); err != nil || !strings.Contains(out, " 0% packet loss") {
+		t.Fatalf("pings during the API server outage: %v\n%s", err, out)
+	}
+	if got := routes("node1"); got != before {
+		t.Fatalf("routes changed during the outage:\n%s\nwas\n%s", got, before)
+	}
+	if err := api.StartAPI(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.NetworkingV1().NetworkPolicies("default").Create(ctx, np.DeepCopy(), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d = waitUntil(t, 30*time.Second, "a policy created after the outage is enforced", func() bool { return !reach() })
+	t.Logf("API server back, policy created -> enforced: %s", d)
+
 	// A Node deleted from the API: its peer goes, and its routes with it.
 	if err := cs.CoreV1().Nodes().Delete(ctx, "node2", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
