@@ -65,11 +65,20 @@ func TestTorLab(t *testing.T) {
 	}
 
 	// Metrics and health on the agent's loopback address.
-	metrics := httpGet(t, n1.NS, "http://127.0.0.1:9465/metrics")
-	for _, want := range []string{"petrel_routes_installed 4", "petrel_fib_sync_seconds_count", "petrel_ipam_allocated_addresses 2", "bgp_peer_state"} {
-		if !strings.Contains(metrics, want) {
-			t.Fatalf("/metrics lacks %q:\n%s", want, metrics)
+	// The IPAM gauge follows the store within a poll interval of the ADD.
+	var metrics string
+	wants := []string{"petrel_routes_installed 4", "petrel_fib_sync_seconds_count", "petrel_ipam_allocated_addresses 2", "bgp_peer_state"}
+	_, err = labtest.WaitFor(5*time.Second, "metrics", func() bool {
+		metrics = httpGet(t, n1.NS, "http://127.0.0.1:9465/metrics")
+		for _, want := range wants {
+			if !strings.Contains(metrics, want) {
+				return false
+			}
 		}
+		return true
+	})
+	if err != nil {
+		t.Fatalf("/metrics lacks one of %q:\n%s", wants, metrics)
 	}
 	for _, path := range []string{"/healthz", "/readyz"} {
 		if got := httpGet(t, n1.NS, "http://127.0.0.1:9465"+path); got != "ok\n" {
