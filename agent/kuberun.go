@@ -18,11 +18,13 @@ import (
 	"github.com/petrelnet/petrel/internal/runner"
 )
 
-// meshPeer holds the settings of node-mesh sessions: short timers and
+// meshPeer is the template of node-mesh sessions: short timers and
 // graceful restart, as for a ToR.
-var meshPeer = bgp.Peer{
-	ConnectRetry: 2 * time.Second, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second,
-	GracefulRestart: bgp.GracefulRestart{Enabled: true, RestartTime: 120 * time.Second},
+func meshPeer() bgp.Peer {
+	return bgp.Peer{
+		ConnectRetry: 2 * time.Second, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second,
+		GracefulRestart: bgp.GracefulRestart{Enabled: true, RestartTime: 120 * time.Second},
+	}
 }
 
 // RunKubernetes runs the agent with its identity, its node-mesh peers and
@@ -71,7 +73,7 @@ func RunKubernetes(ctx context.Context, c *Config, restCfg *rest.Config, nodeNam
 		return fmt.Errorf("config with this node's values from the cluster: %w", err)
 	}
 	a := &agent{cfg: c, log: log, metrics: newAgentMetrics(),
-		mesh:       func() ([]bgp.Peer, error) { return src.meshPeers(meshPeer) },
+		mesh:       func() ([]bgp.Peer, error) { return src.meshPeers(meshPeer()) },
 		kubePolicy: src.policyInput,
 		onReady:    func(ctx context.Context) error { return markNetworkAvailable(ctx, cs, nodeName) },
 	}

@@ -60,27 +60,14 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // Start runs a fresh API server for the test (one per package is the
 // economical use: it takes about two seconds and 300 MB). In CI missing
 // binaries fail the test; elsewhere they skip it.
-func Start(t testing.TB) *Server {
-	t.Helper()
-	bin := BinDir()
-	if !fileExists(filepath.Join(bin, "kube-apiserver")) || !fileExists(filepath.Join(bin, "etcd")) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("kube-apiserver and etcd not built in %s: run test/kube/build.sh", bin)
-		}
-		t.Skipf("kube-apiserver and etcd not built in %s: run test/kube/build.sh", bin)
-	}
-	s, err := start(t.TempDir(), bin, netnstest.NS{}, "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
-	return s
-}
+func Start(t testing.TB) *Server { return startFor(t, netnstest.NS{}, "127.0.0.1") }
 
 // StartIn runs the servers inside ns, the API server on host (an address
 // of ns), so that processes in other namespaces linked to it reach the
 // API. Clients in the test process connect through Dial.
-func StartIn(t testing.TB, ns netnstest.NS, host string) *Server {
+func StartIn(t testing.TB, ns netnstest.NS, host string) *Server { return startFor(t, ns, host) }
+
+func startFor(t testing.TB, ns netnstest.NS, host string) *Server {
 	t.Helper()
 	bin := BinDir()
 	if !fileExists(filepath.Join(bin, "kube-apiserver")) || !fileExists(filepath.Join(bin, "etcd")) {
