@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
 	"time"
 )
@@ -32,6 +33,8 @@ type Config struct {
 	// route-reflector clients (RFC 4456), so its export carries every
 	// accepted cluster prefix, not only its own.
 	RouteReflector bool
+	// ClusterID is the route reflector's cluster ID; zero: the router ID.
+	ClusterID netip.Addr
 }
 
 // Validate names the first bad field.
@@ -53,6 +56,9 @@ func (c Config) Validate() error {
 		if !inAny(p, c.ClusterCIDRs) {
 			errs = append(errs, fmt.Errorf("podCIDRs[%d]: %s is not inside any of clusterCIDRs", i, p))
 		}
+	}
+	if c.ClusterID.IsValid() && !c.ClusterID.Is4() {
+		errs = append(errs, fmt.Errorf("clusterID: %v is not an IPv4 address", c.ClusterID))
 	}
 	if len(c.ClusterCIDRs) == 0 {
 		errs = append(errs, errors.New("clusterCIDRs: at least one is required (the import guard accepts only these)"))
@@ -90,8 +96,8 @@ func inAny(p netip.Prefix, set []netip.Prefix) bool {
 	return false
 }
 
-// Peer is one BGP neighbor. It is a comparable value: Set replaces a peer
-// whose Peer differs from the running one.
+// Peer is one BGP neighbor. Set replaces a peer whose settings differ from
+// the running one.
 type Peer struct {
 	Address      netip.Addr
 	ASN          uint32
@@ -106,7 +112,14 @@ type Peer struct {
 	BFD
 	RouteReflectorClient bool
 	MaxPrefixes          uint32 // zero: no limit
+	// Accept, when not empty, narrows the import guard for this peer to
+	// these prefixes (and their subnets): a node in the mesh may announce
+	// only its own pod CIDRs, never another node's.
+	Accept []netip.Prefix
 }
+
+// equal compares peers field by field (Accept is a slice).
+func (p Peer) equal(q Peer) bool { return reflect.DeepEqual(p, q) }
 
 // GracefulRestart configures RFC 4724 for a peer.
 type GracefulRestart struct {

@@ -52,7 +52,11 @@ func toAPIPeer(p Peer, cfg Config) *api.Peer {
 		}
 	}
 	if p.RouteReflectorClient {
-		out.RouteReflector.RouteReflectorClusterId = cfg.RouterID.String()
+		id := cfg.ClusterID
+		if !id.IsValid() {
+			id = cfg.RouterID
+		}
+		out.RouteReflector.RouteReflectorClusterId = id.String()
 	}
 	return out
 }

@@ -3,7 +3,10 @@ package bgp
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 
 	api "github.com/osrg/gobgp/v4/api"
 )
@@ -51,13 +54,13 @@ func statement(name, set string, action api.RouteAction) *api.Statement {
 	}
 }
 
-func (s *Speaker) installGuard(ctx context.Context) error {
-	sets := guardSets(s.cfg)
+// guardPolicies renders the whole guard: its defined sets and the import
+// and export policies. peers with Accept set get statements of their own,
+// ahead of the cluster-wide accept.
+func guardPolicies(cfg Config, peers map[netip.Addr]Peer) ([]*api.DefinedSet, []*api.Policy) {
+	sets := guardSets(cfg)
 	have := map[string]bool{}
 	for _, d := range sets {
-		if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: d}); err != nil {
-			return fmt.Errorf("prefix set %s: %w", d.Name, err)
-		}
 		have[d.Name] = true
 	}
 	// Paths originated here pass the global import policy too: accept them
@@ -73,32 +76,109 @@ func (s *Speaker) installGuard(ctx context.Context) error {
 			imp = append(imp, statement("reject-own"+fam, "petrel-own"+fam, api.RouteAction_ROUTE_ACTION_REJECT))
 			exp = append(exp, statement("export-own"+fam, "petrel-own"+fam, api.RouteAction_ROUTE_ACTION_ACCEPT))
 		}
+	}
+	peerSets, peerStmts := peerGuards(peers)
+	sets = append(sets, peerSets...)
+	imp = append(imp, peerStmts...)
+	for _, fam := range []string{"-v4", "-v6"} {
 		if have["petrel-cluster"+fam] {
 			imp = append(imp, statement("accept-cluster"+fam, "petrel-cluster"+fam, api.RouteAction_ROUTE_ACTION_ACCEPT))
-			if s.cfg.RouteReflector {
+			if cfg.RouteReflector {
 				exp = append(exp, statement("reflect-cluster"+fam, "petrel-cluster"+fam, api.RouteAction_ROUTE_ACTION_ACCEPT))
 			}
 		}
 	}
-	for _, a := range []struct {
-		name  string
-		dir   api.PolicyDirection
-		stmts []*api.Statement
-	}{
-		{"petrel-import", api.PolicyDirection_POLICY_DIRECTION_IMPORT, imp},
-		{"petrel-export", api.PolicyDirection_POLICY_DIRECTION_EXPORT, exp},
-	} {
-		pol := &api.Policy{Name: a.name, Statements: a.stmts}
+	return sets, []*api.Policy{{Name: "petrel-import", Statements: imp}, {Name: "petrel-export", Statements: exp}}
+}
+
+// peerGuards rejects, from each peer with Accept, every path outside its
+// Accept prefixes: per family, since a prefix set holds one family (and an
+// inverted set of one family never matches a path of the other).
+func peerGuards(peers map[netip.Addr]Peer) ([]*api.DefinedSet, []*api.Statement) {
+	addrs := slices.SortedFunc(maps.Keys(peers), netip.Addr.Compare)
+	var sets []*api.DefinedSet
+	var stmts []*api.Statement
+	for _, a := range addrs {
+		p := peers[a]
+		if len(p.Accept) == 0 {
+			continue
+		}
+		nb := "peer-" + a.String()
+		sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: nb, List: []string{a.String()}})
+		for _, fam := range []struct {
+			suffix string
+			afi    api.Family_Afi
+			is4    bool
+		}{{"-v4", api.Family_AFI_IP, true}, {"-v6", api.Family_AFI_IP6, false}} {
+			cond := &api.Conditions{NeighborSet: &api.MatchSet{Name: nb, Type: api.MatchSet_TYPE_ANY}}
+			set := &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: "accept-" + a.String() + fam.suffix}
+			for _, pr := range p.Accept {
+				if pr.Addr().Is4() == fam.is4 {
+					set.Prefixes = append(set.Prefixes, &api.Prefix{
+						IpPrefix: pr.Masked().String(), MaskLengthMin: uint32(pr.Bits()), MaskLengthMax: uint32(pr.Addr().BitLen()),
+					})
+				}
+			}
+			if len(set.Prefixes) > 0 {
+				sets = append(sets, set)
+				cond.PrefixSet = &api.MatchSet{Name: set.Name, Type: api.MatchSet_TYPE_INVERT}
+			} else {
+				cond.AfiSafiIn = []*api.Family{{Afi: fam.afi, Safi: api.Family_SAFI_UNICAST}}
+			}
+			stmts = append(stmts, &api.Statement{Name: "guard-" + a.String() + fam.suffix, Conditions: cond,
+				Actions: &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT}})
+		}
+	}
+	return sets, stmts
+}
+
+// guardKey identifies the per-peer part of the guard: it changes only when
+// a peer's Accept does.
+func guardKey(peers map[netip.Addr]Peer) string {
+	var b strings.Builder
+	for _, a := range slices.SortedFunc(maps.Keys(peers), netip.Addr.Compare) {
+		if acc := peers[a].Accept; len(acc) > 0 {
+			fmt.Fprintf(&b, "%s=%v;", a, acc)
+		}
+	}
+	return b.String()
+}
+
+func (s *Speaker) installGuard(ctx context.Context) error {
+	sets, pols := guardPolicies(s.cfg, nil)
+	for _, d := range sets {
+		if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: d}); err != nil {
+			return fmt.Errorf("prefix set %s: %w", d.Name, err)
+		}
+	}
+	for i, dir := range []api.PolicyDirection{api.PolicyDirection_POLICY_DIRECTION_IMPORT, api.PolicyDirection_POLICY_DIRECTION_EXPORT} {
+		pol := pols[i]
 		if err := s.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol, ReferExistingStatements: false}); err != nil {
-			return fmt.Errorf("policy %s: %w", a.name, err)
+			return fmt.Errorf("policy %s: %w", pol.Name, err)
 		}
 		err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-			Name: globalRIB, Direction: a.dir, Policies: []*api.Policy{{Name: a.name}},
+			Name: globalRIB, Direction: dir, Policies: []*api.Policy{{Name: pol.Name}},
 			DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
 		}})
 		if err != nil {
-			return fmt.Errorf("assign policy %s: %w", a.name, err)
+			return fmt.Errorf("assign policy %s: %w", pol.Name, err)
 		}
 	}
+	return nil
+}
+
+// updateGuard replaces the guard's definitions when a peer's Accept
+// changed. It runs before such a peer is (re)created, so its first UPDATE
+// already meets the new guard.
+func (s *Speaker) updateGuard(ctx context.Context, peers map[netip.Addr]Peer) error {
+	key := guardKey(peers)
+	if key == s.guard {
+		return nil
+	}
+	sets, pols := guardPolicies(s.cfg, peers)
+	if err := s.srv.SetPolicies(ctx, &api.SetPoliciesRequest{DefinedSets: sets, Policies: pols}); err != nil {
+		return fmt.Errorf("import guard: %w", err)
+	}
+	s.guard = key
 	return nil
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +34,10 @@ type Speaker struct {
 	adverts map[netip.Prefix]bool // paths originated here
 	dropped map[netip.Addr]bool   // fell from Established: recreate
 	states  map[netip.Addr]string // last session state seen
+	guard   string                // guardKey of the installed per-peer guard
+	// communities go on every originated path; originatedWith is what the
+	// current paths carry.
+	communities, originatedWith []uint32
 }
 
 // New starts a speaker with no peers and no paths. poke is called (and must
@@ -165,6 +172,9 @@ func (s *Speaker) Set(ctx context.Context, peers []Peer, adverts []netip.Prefix)
 	defer s.mu.Unlock()
 	var c Changes
 	errA := s.setAdverts(adverts, &c)
+	if err := s.updateGuard(ctx, want); err != nil {
+		return c, errors.Join(errA, err) // no peer may come up unguarded
+	}
 	errP := s.setPeers(ctx, want, &c)
 	return c, errors.Join(errA, errP)
 }
@@ -182,7 +192,7 @@ func (s *Speaker) setPeers(ctx context.Context, want map[netip.Addr]Peer, c *Cha
 	}
 	for addr, p := range want {
 		cur, ok := s.peers[addr]
-		if ok && cur == p && !s.dropped[addr] {
+		if ok && cur.equal(p) && !s.dropped[addr] {
 			continue
 		}
 		if ok {
@@ -218,14 +228,17 @@ func (s *Speaker) setAdverts(adverts []netip.Prefix, c *Changes) error {
 		want[p.Masked()] = true
 	}
 	var add, del []*apiutil.Path
+	// New communities: originate every path again (a path from the same
+	// source replaces the old one; no withdrawal in between).
+	redo := !slices.Equal(s.communities, s.originatedWith)
 	for p := range want {
-		if !s.adverts[p] {
-			add = append(add, originated(p))
+		if !s.adverts[p] || redo {
+			add = append(add, originated(p, s.communities))
 		}
 	}
 	for p := range s.adverts {
 		if !want[p] {
-			del = append(del, originated(p))
+			del = append(del, originated(p, nil))
 		}
 	}
 	var errs []error
@@ -253,14 +266,37 @@ func (s *Speaker) setAdverts(adverts []netip.Prefix, c *Changes) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("originate %v: %w", adverts, err)
 	}
+	s.originatedWith = s.communities
 	return nil
+}
+
+// SetCommunities sets the standard communities (RFC 1997) of this node's
+// announcements; the next Set announces them again with these.
+func (s *Speaker) SetCommunities(cs []uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.communities = slices.Clone(cs)
+}
+
+// ParseCommunity reads a standard community written as "AS:VALUE".
+func ParseCommunity(v string) (uint32, error) {
+	hi, lo, ok := strings.Cut(v, ":")
+	a, errA := strconv.ParseUint(hi, 10, 16)
+	b, errB := strconv.ParseUint(lo, 10, 16)
+	if !ok || errA != nil || errB != nil {
+		return 0, fmt.Errorf("community %q: want AS:VALUE, each 0-65535", v)
+	}
+	return uint32(a)<<16 | uint32(b), nil
 }
 
 // originated is a path for one of this node's prefixes. The next hop is
 // left unspecified: GoBGP puts the session's local address in its place.
-func originated(p netip.Prefix) *apiutil.Path {
+func originated(p netip.Prefix, communities []uint32) *apiutil.Path {
 	nlri, _ := bgp.NewIPAddrPrefix(p)
 	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	if len(communities) > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeCommunities(communities))
+	}
 	fam := bgp.RF_IPv4_UC
 	if p.Addr().Is4() {
 		nh, _ := bgp.NewPathAttributeNextHop(netip.IPv4Unspecified())
