@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -35,13 +37,18 @@ type agent struct {
 	policy  *policyState
 	metrics *agentMetrics
 	ready   bool // the datapath was complete once: the pod CIDRs may be announced
-	// Kubernetes mode: the node mesh's peers and the policy input come from
-	// the cluster at every sync; onReady marks the Node ready. All nil in
-	// standalone mode.
-	mesh        func() ([]bgp.Peer, error)
+	current atomic.Pointer[bgp.Speaker] // for the metrics collector
+	poke    func()
+	// Kubernetes mode: the cluster's part of the BGP setup (AS, mesh,
+	// BGPPeers) and the policy input come from the cluster at every sync;
+	// onReady marks the Node ready; onSessions hears every sync's session
+	// states. All nil in standalone mode.
+	cluster     func(context.Context) (clusterView, error)
 	kubePolicy  func() (policy.Input, error)
 	onReady     func(context.Context) error
+	onSessions  func(states map[netip.Addr]string, sources map[netip.Addr]string)
 	readyMarked bool
+	baseBGP     bgp.Config // the config file's speaker settings
 }
 
 // Run runs the agent until ctx ends. On return everything stays in place:
@@ -57,9 +64,10 @@ func Run(ctx context.Context, c *Config, log *slog.Logger) error {
 func run(ctx context.Context, a *agent, loop *runner.Runner) error {
 	c, log := a.cfg, a.log
 	var err error
-	if a.bgpCfg, err = c.BGP(); err != nil {
+	if a.baseBGP, err = c.BGP(); err != nil {
 		return err
 	}
+	a.bgpCfg = a.baseBGP
 	if a.peers, err = c.BGPPeers(); err != nil {
 		return err
 	}
@@ -71,13 +79,20 @@ func run(ctx context.Context, a *agent, loop *runner.Runner) error {
 	if loop == nil {
 		loop = runner.New(minSyncInterval, time.Duration(c.ResyncInterval))
 	}
+	a.poke = loop.Poke
+	if a.cluster != nil {
+		if v, err := a.cluster(ctx); err == nil {
+			a.bgpCfg = a.clusterBGP(v)
+		}
+	}
 	if a.speaker, err = bgp.New(ctx, a.bgpCfg, log.With("component", "bgp"), loop.Poke); err != nil {
 		return err
 	}
+	a.current.Store(a.speaker)
 	if err := a.startPolicy(ctx, loop.Poke); err != nil {
 		return err
 	}
-	a.metrics.reg.MustRegister(a.speaker.Collector())
+	a.metrics.reg.MustRegister(speakerCollector{&a.current})
 	if err := a.metrics.serve(ctx, c.MetricsAddress, 3*time.Duration(c.ResyncInterval), log); err != nil {
 		return fmt.Errorf("metricsAddress %s: %w", c.MetricsAddress, err)
 	}
@@ -96,6 +111,15 @@ func run(ctx context.Context, a *agent, loop *runner.Runner) error {
 // the pod CIDRs are announced only once their blackholes and the CNI config
 // are in place.
 func (a *agent) sync(ctx context.Context) error {
+	var view clusterView
+	var viewErr error
+	if a.cluster != nil {
+		view, viewErr = a.cluster(ctx)
+		if err := a.reconfigure(ctx, a.clusterBGP(view)); err != nil {
+			return errors.Join(viewErr, err)
+		}
+		a.speaker.SetCommunities(view.communities)
+	}
 	learned, err := a.speaker.Routes()
 	if err != nil {
 		return err
@@ -117,9 +141,11 @@ func (a *agent) sync(ctx context.Context) error {
 	if a.ready {
 		adverts = a.bgpCfg.PodCIDRs
 	}
-	peers, meshErr := a.allPeers()
-	_, bgpErr := a.speaker.Set(ctx, peers, adverts)
-	bgpErr = errors.Join(meshErr, bgpErr)
+	_, bgpErr := a.speaker.Set(ctx, a.allPeers(view), adverts)
+	bgpErr = errors.Join(viewErr, bgpErr)
+	if a.onSessions != nil {
+		a.onSessions(a.speaker.PeerStates(), view.sources)
+	}
 	if a.ready && a.onReady != nil && !a.readyMarked {
 		if err := a.onReady(ctx); err != nil {
 			bgpErr = errors.Join(bgpErr, err)
@@ -149,13 +175,16 @@ func (a *agent) startPolicy(ctx context.Context, poke func()) error {
 	return nil
 }
 
-// allPeers are the configured peers plus, in Kubernetes mode, the mesh.
-func (a *agent) allPeers() ([]bgp.Peer, error) {
-	if a.mesh == nil {
-		return a.peers, nil
+// allPeers are the config file's peers plus, in Kubernetes mode, the
+// cluster's; the file wins where both name an address.
+func (a *agent) allPeers(v clusterView) []bgp.Peer {
+	out := slices.Clone(a.peers)
+	for _, p := range v.peers {
+		if !slices.ContainsFunc(a.peers, func(q bgp.Peer) bool { return q.Address == p.Address }) {
+			out = append(out, p)
+		}
 	}
-	mesh, err := a.mesh()
-	return append(append([]bgp.Peer{}, a.peers...), mesh...), err
+	return out
 }
 
 func (a *agent) confList() cni.ConfList {

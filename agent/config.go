@@ -63,11 +63,17 @@ type Config struct {
 
 // PeerConfig is one entry of peers.
 type PeerConfig struct {
-	Address              string          `json:"address"`
-	ASN                  uint32          `json:"asn"`
-	LocalAddress         string          `json:"localAddress,omitempty"`
+	Address      string `json:"address"`
+	ASN          uint32 `json:"asn"`
+	Password     string `json:"password,omitempty"`
+	LocalAddress string `json:"localAddress,omitempty"`
+	PeerOptions
+}
+
+// PeerOptions are the session settings shared by the standalone peers
+// entries, BGPPeer objects and the node mesh.
+type PeerOptions struct {
 	Port                 uint16          `json:"port,omitempty"`
-	Password             string          `json:"password,omitempty"`
 	Multihop             uint8           `json:"multihop,omitempty"`
 	HoldTime             Duration        `json:"holdTime,omitempty"`
 	KeepaliveTime        Duration        `json:"keepaliveTime,omitempty"`
@@ -179,20 +185,25 @@ func (c *Config) Defaults() {
 		c.Masquerade = &t
 	}
 	for i := range c.Peers {
-		gr := &c.Peers[i].GracefulRestart
-		if gr.Enabled == nil {
-			t := true
-			gr.Enabled = &t
-		}
-		if gr.RestartTime == 0 {
-			gr.RestartTime = Duration(120 * time.Second)
-		}
-		if b := &c.Peers[i].BFD; b.Enabled {
-			b.MinTx = or(b.MinTx, Duration(300*time.Millisecond))
-			b.MinRx = or(b.MinRx, Duration(300*time.Millisecond))
-			if b.Multiplier == 0 {
-				b.Multiplier = 3
-			}
+		c.Peers[i].PeerOptions.defaults()
+	}
+}
+
+// defaults: graceful restart on (120 s), BFD at 300 ms x 3 when enabled.
+func (o *PeerOptions) defaults() {
+	gr := &o.GracefulRestart
+	if gr.Enabled == nil {
+		t := true
+		gr.Enabled = &t
+	}
+	if gr.RestartTime == 0 {
+		gr.RestartTime = Duration(120 * time.Second)
+	}
+	if b := &o.BFD; b.Enabled {
+		b.MinTx = or(b.MinTx, Duration(300*time.Millisecond))
+		b.MinRx = or(b.MinRx, Duration(300*time.Millisecond))
+		if b.Multiplier == 0 {
+			b.Multiplier = 3
 		}
 	}
 }

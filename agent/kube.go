@@ -5,20 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
-	"strconv"
-	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	netlisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/petrelnet/petrel/bgp"
 	"github.com/petrelnet/petrel/policy"
 )
 
@@ -33,12 +31,22 @@ const ASNLabel = "petrel.dev/asn"
 const DefaultASN = 64512
 
 type kubeSource struct {
-	factory    informers.SharedInformerFactory
-	nodes      corelisters.NodeLister
-	pods       corelisters.PodLister
-	namespaces corelisters.NamespaceLister
-	policies   netlisters.NetworkPolicyLister
-	nodeName   string
+	factory     informers.SharedInformerFactory
+	nsFactory   informers.SharedInformerFactory // the agent's own namespace: Secrets
+	crdFactory  dynamicinformer.DynamicSharedInformerFactory
+	nodes       corelisters.NodeLister
+	pods        corelisters.PodLister
+	namespaces  corelisters.NamespaceLister
+	policies    netlisters.NetworkPolicyLister
+	secrets     corelisters.SecretLister
+	bgpPeerObjs cache.GenericLister
+	bgpConfigs  cache.GenericLister
+	nodeName    string
+	namespace   string // where password Secrets live
+
+	// Last valid versions of Petrel's objects; touched only by the loop.
+	goodConfig BGPConfigurationSpec
+	goodPeers  map[string]goodPeer
 }
 
 // dropManagedFields keeps the caches small: Petrel never reads them.
@@ -49,22 +57,34 @@ func dropManagedFields(obj any) (any, error) {
 	return obj, nil
 }
 
-func newKubeSource(cs kubernetes.Interface, nodeName string, poke func()) *kubeSource {
+func newKubeSource(cs kubernetes.Interface, dyn dynamic.Interface, nodeName, namespace string, poke func()) *kubeSource {
 	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(dropManagedFields))
+	nsf := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(dropManagedFields), informers.WithNamespace(namespace))
+	crd := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 	k := &kubeSource{
-		factory: f, nodeName: nodeName,
+		factory: f, nsFactory: nsf, crdFactory: crd, nodeName: nodeName, namespace: namespace,
 		nodes: f.Core().V1().Nodes().Lister(), pods: f.Core().V1().Pods().Lister(),
 		namespaces: f.Core().V1().Namespaces().Lister(), policies: f.Networking().V1().NetworkPolicies().Lister(),
+		secrets:     nsf.Core().V1().Secrets().Lister(),
+		bgpPeerObjs: crd.ForResource(bgpPeersGVR).Lister(), bgpConfigs: crd.ForResource(bgpConfigsGVR).Lister(),
+		goodPeers: map[string]goodPeer{},
 	}
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { poke() },
 		UpdateFunc: func(any, any) { poke() },
 		DeleteFunc: func(any) { poke() },
 	}
-	for _, inf := range []cache.SharedIndexInformer{
+	infs := []cache.SharedIndexInformer{
 		f.Core().V1().Nodes().Informer(), f.Core().V1().Pods().Informer(),
 		f.Core().V1().Namespaces().Informer(), f.Networking().V1().NetworkPolicies().Informer(),
-	} {
+		nsf.Core().V1().Secrets().Informer(),
+	}
+	for _, gvr := range []schema.GroupVersionResource{bgpPeersGVR, bgpConfigsGVR} {
+		inf := crd.ForResource(gvr).Informer()
+		_ = inf.SetTransform(dropManagedFields)
+		infs = append(infs, inf)
+	}
+	for _, inf := range infs {
 		inf.AddEventHandler(h)
 	}
 	return k
@@ -73,9 +93,21 @@ func newKubeSource(cs kubernetes.Interface, nodeName string, poke func()) *kubeS
 // start runs the informers and waits for their first full list.
 func (k *kubeSource) start(ctx context.Context) error {
 	k.factory.Start(ctx.Done())
+	k.nsFactory.Start(ctx.Done())
+	k.crdFactory.Start(ctx.Done())
 	for typ, ok := range k.factory.WaitForCacheSync(ctx.Done()) {
 		if !ok {
 			return fmt.Errorf("cache of %v did not sync", typ)
+		}
+	}
+	for typ, ok := range k.nsFactory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("cache of %v did not sync", typ)
+		}
+	}
+	for gvr, ok := range k.crdFactory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("cache of %s did not sync", gvr.GroupResource())
 		}
 	}
 	return nil
@@ -88,52 +120,13 @@ func (k *kubeSource) thisNode() (cidrs []netip.Prefix, ip netip.Addr, ok bool) {
 	if err != nil {
 		return nil, netip.Addr{}, false
 	}
-	for _, c := range n.Spec.PodCIDRs {
-		if p, err := netip.ParsePrefix(c); err == nil {
-			cidrs = append(cidrs, p.Masked())
+	cidrs = podCIDRs(n)
+	for _, a := range internalIPs(n) {
+		if a.Is4() {
+			ip = a // the router ID
 		}
 	}
-	ip = internalIP(n)
 	return cidrs, ip, len(cidrs) > 0 && ip.IsValid()
-}
-
-func internalIP(n *corev1.Node) netip.Addr {
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Is4() {
-				return ip
-			}
-		}
-	}
-	return netip.Addr{}
-}
-
-func nodeASN(n *corev1.Node) uint32 {
-	if v, err := strconv.ParseUint(n.Labels[ASNLabel], 10, 32); err == nil && v > 0 {
-		return uint32(v)
-	}
-	return DefaultASN
-}
-
-// meshPeers is the node mesh: a session to every other node with an
-// InternalIP, at its AS (iBGP when it is this node's, eBGP otherwise).
-func (k *kubeSource) meshPeers(template bgp.Peer) ([]bgp.Peer, error) {
-	nodes, err := k.nodes.List(labels.Everything())
-	if err != nil {
-		return nil, err
-	}
-	slices.SortFunc(nodes, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
-	var out []bgp.Peer
-	for _, n := range nodes {
-		ip := internalIP(n)
-		if n.Name == k.nodeName || !ip.IsValid() {
-			continue
-		}
-		p := template
-		p.Address, p.ASN = ip, nodeASN(n)
-		out = append(out, p)
-	}
-	return out, nil
 }
 
 // policyInput translates the cluster's namespaces, pods and policies. A

@@ -12,7 +12,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/petrelnet/petrel/bgp"
 	"github.com/petrelnet/petrel/internal/kubetest"
 )
 
@@ -64,30 +63,18 @@ func TestKubeSource(t *testing.T) {
 	create(node("node2", "10.99.2.2", []string{"10.244.2.0/24"}, nil))
 	create(node("node3", "10.99.3.2", []string{"10.244.3.0/24"}, map[string]string{ASNLabel: "65003"}))
 
-	k := newKubeSource(cs, "node1", func() {})
-	if err := k.start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	applyManifest(t, s)
+	k := startSource(t, ctx, s, "node1")
 	cidrs, ip, ok := k.thisNode()
 	if !ok || fmt.Sprint(cidrs) != "[10.244.1.0/24 fd00:10:244:1::/64]" || ip.String() != "10.99.1.2" {
 		t.Fatalf("this node: %v %v %v", cidrs, ip, ok)
 	}
-	peers := func() string {
-		ps, err := k.meshPeers(bgp.Peer{HoldTime: 9 * time.Second})
-		if err != nil {
-			return err.Error()
-		}
-		out := ""
-		for _, p := range ps {
-			out += fmt.Sprintf("%s/%d ", p.Address, p.ASN)
-		}
-		return out
-	}
-	eventually(t, "mesh peers", "10.99.2.2/64512 10.99.3.2/65003 ", peers)
+	peers := func() string { return peersOf(k) }
+	eventually(t, "mesh peers", "10.99.2.2/64512[10.244.2.0/24] 10.99.3.2/65003[10.244.3.0/24] ", peers)
 	if err := cs.CoreV1().Nodes().Delete(ctx, "node3", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "mesh peers after node3 deleted", "10.99.2.2/64512 ", peers)
+	eventually(t, "mesh peers after node3 deleted", "10.99.2.2/64512[10.244.2.0/24] ", peers)
 
 	// NetworkPolicy create, update, delete; a pod's labels.
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"team": "a"}}}, metav1.CreateOptions{}); err != nil {
@@ -127,5 +114,5 @@ func TestKubeSource(t *testing.T) {
 	}
 	create(node("node4", "10.99.4.2", []string{"10.244.4.0/24"}, nil))
 	eventually(t, "policy deleted after an API server restart", "", polState)
-	eventually(t, "node added after an API server restart", "10.99.2.2/64512 10.99.4.2/64512 ", peers)
+	eventually(t, "node added after an API server restart", "10.99.2.2/64512[10.244.2.0/24] 10.99.4.2/64512[10.244.4.0/24] ", peers)
 }

@@ -3,29 +3,23 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/petrelnet/petrel/bgp"
 	"github.com/petrelnet/petrel/internal/runner"
 )
-
-// meshPeer is the template of node-mesh sessions: short timers and
-// graceful restart, as for a ToR.
-func meshPeer() bgp.Peer {
-	return bgp.Peer{
-		ConnectRetry: 2 * time.Second, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second,
-		GracefulRestart: bgp.GracefulRestart{Enabled: true, RestartTime: 120 * time.Second},
-	}
-}
 
 // RunKubernetes runs the agent with its identity, its node-mesh peers and
 // the NetworkPolicy input taken from the cluster. It waits until this
@@ -39,11 +33,19 @@ func RunKubernetes(ctx context.Context, c *Config, restCfg *rest.Config, nodeNam
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
+	dyn, err := dynamic.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	if err := checkCRDs(ctx, dyn); err != nil {
+		return err
+	}
 	loop := runner.New(minSyncInterval, time.Duration(c.ResyncInterval))
-	src := newKubeSource(cs, nodeName, loop.Poke)
+	src := newKubeSource(cs, dyn, nodeName, Namespace(), loop.Poke)
 	if err := src.start(ctx); err != nil {
 		return err
 	}
+	var node *corev1.Node
 	for logged := false; ; {
 		cidrs, ip, ok := src.thisNode()
 		if ok {
@@ -51,12 +53,7 @@ func RunKubernetes(ctx context.Context, c *Config, restCfg *rest.Config, nodeNam
 			for _, p := range cidrs {
 				c.PodCIDRs = append(c.PodCIDRs, p.String())
 			}
-			if n, err := src.nodes.Get(nodeName); err == nil && n.Labels[ASNLabel] != "" {
-				c.ASN = nodeASN(n)
-			}
-			if c.ASN == 0 {
-				c.ASN = DefaultASN
-			}
+			node, _ = src.nodes.Get(nodeName)
 			break
 		}
 		if !logged {
@@ -69,15 +66,49 @@ func RunKubernetes(ctx context.Context, c *Config, restCfg *rest.Config, nodeNam
 		case <-time.After(time.Second):
 		}
 	}
+	fileASN := c.ASN
+	if c.ASN == 0 {
+		c.ASN = DefaultASN // replaced by the cluster's at the first sync
+	}
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("config with this node's values from the cluster: %w", err)
 	}
+	rep, stopEvents := newReporter(cs, dyn, nodeName)
+	defer stopEvents()
+	rep.node.UID = node.UID
 	a := &agent{cfg: c, log: log, metrics: newAgentMetrics(),
-		mesh:       func() ([]bgp.Peer, error) { return src.meshPeers(meshPeer()) },
+		cluster: func(ctx context.Context) (clusterView, error) {
+			v, err := src.view(fileASN)
+			return v, errors.Join(err, rep.report(ctx, v.verdicts))
+		},
 		kubePolicy: src.policyInput,
 		onReady:    func(ctx context.Context) error { return markNetworkAvailable(ctx, cs, nodeName) },
+		onSessions: rep.sessionEvents,
 	}
 	return run(ctx, a, loop)
+}
+
+// checkCRDs fails early, with the fix, when Petrel's CRDs are missing.
+func checkCRDs(ctx context.Context, dyn dynamic.Interface) error {
+	for _, gvr := range []schema.GroupVersionResource{bgpPeersGVR, bgpConfigsGVR} {
+		_, err := dyn.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("%s: the CRD is not installed (kubectl apply -f manifests/petrel.yaml)", gvr.GroupResource())
+		}
+		if err != nil {
+			return fmt.Errorf("list %s: %w", gvr.GroupResource(), err)
+		}
+	}
+	return nil
+}
+
+// Namespace is the agent's own namespace (POD_NAMESPACE from the downward
+// API), where BGPPeer password Secrets live; petrel-system by default.
+func Namespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "petrel-system"
 }
 
 // markNetworkAvailable sets the Node condition NetworkUnavailable=False:

@@ -33,22 +33,26 @@ func (pc PeerConfig) toBGP() (bgp.Peer, error) {
 	if err != nil {
 		return bgp.Peer{}, fmt.Errorf("address: %q: %w", pc.Address, err)
 	}
-	p := bgp.Peer{
-		Address: addr, ASN: pc.ASN, Port: pc.Port, Password: pc.Password, Multihop: pc.Multihop,
-		ConnectRetry: time.Duration(pc.ConnectRetry), HoldTime: time.Duration(pc.HoldTime), Keepalive: time.Duration(pc.KeepaliveTime),
-		GracefulRestart: bgp.GracefulRestart{
-			Enabled:     pc.GracefulRestart.Enabled != nil && *pc.GracefulRestart.Enabled,
-			RestartTime: time.Duration(pc.GracefulRestart.RestartTime), HelperOnly: pc.GracefulRestart.HelperOnly,
-		},
-		BFD:                  bgp.BFD{Enabled: pc.BFD.Enabled, MinTx: time.Duration(pc.BFD.MinTx), MinRx: time.Duration(pc.BFD.MinRx), Multiplier: pc.BFD.Multiplier},
-		RouteReflectorClient: pc.RouteReflectorClient, MaxPrefixes: pc.MaxPrefixes,
-	}
+	p := pc.PeerOptions.apply(bgp.Peer{Address: addr, ASN: pc.ASN, Password: pc.Password})
 	if pc.LocalAddress != "" {
 		if p.LocalAddress, err = netip.ParseAddr(pc.LocalAddress); err != nil {
 			return bgp.Peer{}, fmt.Errorf("localAddress: %q: %w", pc.LocalAddress, err)
 		}
 	}
 	return p, nil
+}
+
+// apply sets o's session settings on p.
+func (o PeerOptions) apply(p bgp.Peer) bgp.Peer {
+	p.Port, p.Multihop = o.Port, o.Multihop
+	p.ConnectRetry, p.HoldTime, p.Keepalive = time.Duration(o.ConnectRetry), time.Duration(o.HoldTime), time.Duration(o.KeepaliveTime)
+	p.GracefulRestart = bgp.GracefulRestart{
+		Enabled:     o.GracefulRestart.Enabled != nil && *o.GracefulRestart.Enabled,
+		RestartTime: time.Duration(o.GracefulRestart.RestartTime), HelperOnly: o.GracefulRestart.HelperOnly,
+	}
+	p.BFD = bgp.BFD{Enabled: o.BFD.Enabled, MinTx: time.Duration(o.BFD.MinTx), MinRx: time.Duration(o.BFD.MinRx), Multiplier: o.BFD.Multiplier}
+	p.RouteReflectorClient, p.MaxPrefixes = o.RouteReflectorClient, o.MaxPrefixes
+	return p
 }
 
 func parseLevel(s string) (slog.Level, error) {

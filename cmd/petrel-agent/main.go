@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/petrelnet/petrel/agent"
+	"github.com/petrelnet/petrel/cni"
 )
 
 func main() { os.Exit(run()) }
@@ -20,7 +21,16 @@ func run() int {
 	configPath := flag.String("config", "/etc/petrel/config.yaml", "standalone configuration file")
 	uninstall := flag.Bool("uninstall", false, "remove Petrel's routes, nftables table and CNI config from this node, then exit")
 	kubeconfig := flag.String("kubeconfig", "", "Kubernetes mode with this kubeconfig (in a pod, the service account is used without it)")
+	installCNI := flag.String("install-cni", "", "copy the CNI plugin (--cni-plugin) into this directory, then exit: the DaemonSet's init container")
+	cniPlugin := flag.String("cni-plugin", "/opt/cni/bin/petrel", "the CNI plugin binary --install-cni copies")
 	flag.Parse()
+	if *installCNI != "" {
+		if err := cni.InstallBinary(*cniPlugin, *installCNI); err != nil {
+			fmt.Fprintln(os.Stderr, "petrel-agent:", err)
+			return 1
+		}
+		return 0
+	}
 
 	kube := *kubeconfig != "" || (agent.InCluster() && !*uninstall)
 	load := agent.Load
