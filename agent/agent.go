@@ -36,7 +36,7 @@ type agent struct {
 	fib     *fib.Programmer
 	policy  *policyState
 	metrics *agentMetrics
-	ready   bool // the datapath was complete once: the pod CIDRs may be announced
+	ready   bool                        // the datapath was complete once: the pod CIDRs may be announced
 	current atomic.Pointer[bgp.Speaker] // for the metrics collector
 	poke    func()
 	// Kubernetes mode: the cluster's part of the BGP setup (AS, mesh,

@@ -122,4 +122,3 @@ func (r *reporter) sessionEvents(states, sources map[netip.Addr]string) {
 		}
 	}
 }
-

@@ -51,7 +51,9 @@ func (a *agent) reconfigure(ctx context.Context, want bgp.Config) error {
 
 // speakerCollector exports the current speaker's GoBGP metrics; the
 // speaker may be replaced while the registry keeps this collector.
-type speakerCollector struct{ cur interface{ Load() *bgp.Speaker } }
+type speakerCollector struct {
+	cur interface{ Load() *bgp.Speaker }
+}
 
 func (speakerCollector) Describe(chan<- *prometheus.Desc) {} // unchecked: the peer set varies
 
