@@ -16,11 +16,13 @@ import (
 	"github.com/petrelnet/petrel/internal/kubetest"
 )
 
-func applyManifest(t *testing.T, s *kubetest.Server) {
+func applyManifest(t *testing.T, s *kubetest.Server) []string {
 	t.Helper()
-	if _, err := kubetest.Apply(context.Background(), s.RestConfig(), filepath.Join("..", "manifests", "petrel.yaml")); err != nil {
+	done, err := kubetest.Apply(context.Background(), s.RestConfig(), filepath.Join("..", "manifests", "petrel.yaml"))
+	if err != nil {
 		t.Fatal(err)
 	}
+	return done
 }
 
 func startSource(t *testing.T, ctx context.Context, s *kubetest.Server, nodeName string) *kubeSource {

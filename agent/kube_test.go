@@ -10,13 +10,12 @@ import (
 	netv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/petrelnet/petrel/internal/kubetest"
 )
 
 func clientFor(t *testing.T, s *kubetest.Server) *kubernetes.Clientset {
-	cs, err := kubernetes.NewForConfig(&rest.Config{Host: s.URL, BearerToken: s.Token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}})
+	cs, err := kubernetes.NewForConfig(s.RestConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

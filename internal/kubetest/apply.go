@@ -24,7 +24,8 @@ import (
 // RestConfig is the admin's client config (through Dial, so it also
 // reaches a server inside a namespace).
 func (s *Server) RestConfig() *rest.Config {
-	return &rest.Config{Host: s.URL, BearerToken: s.Token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}, Dial: s.Dial}
+	return &rest.Config{Host: s.URL, BearerToken: s.Token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}, Dial: s.Dial,
+		QPS: 1000, Burst: 1000} // tests are not rate limited
 }
 
 // KubeconfigAs writes a kubeconfig of the admin impersonating user (e.g.
