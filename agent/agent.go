@@ -48,6 +48,7 @@ type agent struct {
 	onReady     func(context.Context) error
 	onSessions  func(states map[netip.Addr]string, sources map[netip.Addr]string)
 	readyMarked bool
+	nodeGone    bool
 	baseBGP     bgp.Config // the config file's speaker settings
 }
 
@@ -138,8 +139,16 @@ func (a *agent) sync(ctx context.Context) error {
 		a.log.Info("datapath ready, announcing pod CIDRs", "podCIDRs", a.cfg.PodCIDRs)
 	}
 	var adverts []netip.Prefix
-	if a.ready {
+	if a.ready && !view.nodeGone {
 		adverts = a.bgpCfg.PodCIDRs
+	}
+	if view.nodeGone != a.nodeGone {
+		a.nodeGone = view.nodeGone
+		if a.nodeGone {
+			a.log.Warn("this node's Node object was deleted: withdrawing its pod CIDRs (they may be given to another node)")
+		} else {
+			a.log.Info("this node's Node object is back: announcing its pod CIDRs")
+		}
 	}
 	_, bgpErr := a.speaker.Set(ctx, a.allPeers(view), adverts)
 	bgpErr = errors.Join(viewErr, bgpErr)

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -27,6 +28,10 @@ type clusterView struct {
 	peers          []bgp.Peer            // the mesh, then the BGPPeers selecting this node
 	sources        map[netip.Addr]string // who asked for each peer, for logs and Events
 	verdicts       []verdict             // one per Petrel object
+	podCIDRs       []netip.Prefix        // this node's, as its Node says now
+	// nodeGone: this node's Node object was deleted. Its pod CIDRs may
+	// go to another node: they are withdrawn, everything else stays.
+	nodeGone bool
 }
 
 // verdict is whether the agent can use an object, and why not.
@@ -48,9 +53,16 @@ type goodPeer struct {
 func (k *kubeSource) view(fileASN uint32) (clusterView, error) {
 	v := clusterView{sources: map[netip.Addr]string{}}
 	me, err := k.nodes.Get(k.nodeName)
+	if apierrors.IsNotFound(err) {
+		v = k.last
+		v.nodeGone, v.verdicts = true, nil
+		return v, nil
+	}
 	if err != nil {
 		return v, fmt.Errorf("node %s: %w", k.nodeName, err)
 	}
+	defer func() { k.last = v }()
+	v.podCIDRs = podCIDRs(me)
 	spec := k.bgpConfiguration(&v)
 	clusterASN := cmp(spec.ASN, fileASN, DefaultASN)
 	v.asn = nodeASN(me, clusterASN)

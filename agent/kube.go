@@ -47,6 +47,7 @@ type kubeSource struct {
 	// Last valid versions of Petrel's objects; touched only by the loop.
 	goodConfig BGPConfigurationSpec
 	goodPeers  map[string]goodPeer
+	last       clusterView // the last view while this node's Node existed
 }
 
 // dropManagedFields keeps the caches small: Petrel never reads them.

@@ -76,17 +76,31 @@ func RunKubernetes(ctx context.Context, c *Config, restCfg *rest.Config, nodeNam
 	rep, stopEvents := newReporter(cs, dyn, nodeName)
 	defer stopEvents()
 	rep.node.UID = node.UID
+	ctx, exit := context.WithCancelCause(ctx)
+	defer exit(nil)
 	a := &agent{cfg: c, log: log, metrics: newAgentMetrics(),
 		cluster: func(ctx context.Context) (clusterView, error) {
 			v, err := src.view(fileASN)
+			if len(v.podCIDRs) > 0 && fmt.Sprint(v.podCIDRs) != fmt.Sprint(c.PodCIDRs) {
+				exit(fmt.Errorf("%w: %v, was %v: exiting to start again with them", errPodCIDRsChanged, v.podCIDRs, c.PodCIDRs))
+			}
 			return v, errors.Join(err, rep.report(ctx, v.verdicts))
 		},
 		kubePolicy: src.policyInput,
 		onReady:    func(ctx context.Context) error { return markNetworkAvailable(ctx, cs, nodeName) },
 		onSessions: rep.sessionEvents,
 	}
-	return run(ctx, a, loop)
+	err = run(ctx, a, loop)
+	if cause := context.Cause(ctx); errors.Is(cause, errPodCIDRsChanged) {
+		return cause
+	}
+	return err
 }
+
+// errPodCIDRsChanged ends the agent: the Node was given other pod CIDRs
+// (deleted and registered again). Everything stays in place, as on any
+// exit; the restarted agent takes the new CIDRs.
+var errPodCIDRsChanged = errors.New("this node's spec.podCIDRs changed")
 
 // checkCRDs fails early, with the fix, when Petrel's CRDs are missing.
 func checkCRDs(ctx context.Context, dyn dynamic.Interface) error {

@@ -45,14 +45,28 @@ type Server struct {
 
 // BinDir is where test/kube/build.sh puts the binaries, found from the
 // module root.
-func BinDir() string {
+func BinDir() string { return filepath.Join(RepoRoot(), ".tools", "kube", Version) }
+
+// RepoRoot is Petrel's source tree, found upwards from the working
+// directory ("" outside it).
+func RepoRoot() string {
 	dir, _ := os.Getwd()
 	for ; dir != "/"; dir = filepath.Dir(dir) {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil && fileExists(filepath.Join(dir, "test", "kube", "build.sh")) {
-			return filepath.Join(dir, ".tools", "kube", Version)
+			return dir
 		}
 	}
 	return ""
+}
+
+// Launch runs etcd and the API server outside a test (the demo): in ns on
+// host, state under dir. Stop them with Stop.
+func Launch(dir string, ns netnstest.NS, host string) (*Server, error) {
+	bin := BinDir()
+	if !fileExists(filepath.Join(bin, "kube-apiserver")) || !fileExists(filepath.Join(bin, "etcd")) {
+		return nil, fmt.Errorf("kube-apiserver and etcd not built in %s: run test/kube/build.sh", bin)
+	}
+	return start(dir, bin, ns, host)
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -27,9 +27,16 @@ type TorLab struct {
 	External netnstest.NS // a host outside the cluster, behind the ToR: 10.100.0.2
 	FRR      *FRR
 	Nodes    []*Node
-	created  []netnstest.NS
-	procs    []*Proc
+	// Kubernetes mode (NewKubeTorLab): a management namespace whose bridge
+	// reaches every node's eth0, for the API server; agents use Kubeconfig.
+	Mgmt       netnstest.NS
+	Kubeconfig string
+	created    []netnstest.NS
+	procs      []*Proc
 }
+
+// MgmtHost is the API server's address on the management bridge.
+const MgmtHost = "10.98.255.1"
 
 // Node is one lab node.
 type Node struct {
@@ -45,6 +52,9 @@ type Node struct {
 func (n *Node) Addr() string    { return fmt.Sprintf("10.99.%d.2", n.Idx) }
 func (n *Node) TorAddr() string { return fmt.Sprintf("10.99.%d.1", n.Idx) }
 func (n *Node) ASN() int        { return 65100 + n.Idx }
+
+// MgmtAddr is the node's address on the management network.
+func (n *Node) MgmtAddr() string { return fmt.Sprintf("10.98.255.%d", 10+n.Idx) }
 
 // Addr6 and TorAddr6 are the IPv6 ends of the node's uplink.
 func (n *Node) Addr6() string    { return fmt.Sprintf("fd00:99:%d::2", n.Idx) }
@@ -89,14 +99,69 @@ func routerSysctls(ns netnstest.NS) error {
 // NewTorLab builds the topology and starts FRR and every agent.
 func NewTorLab(dir, agentBin, cniDir string, nodes int) (*TorLab, error) {
 	l := &TorLab{Dir: dir, AgentBin: agentBin, CNIDir: cniDir}
-	if err := l.build(nodes); err != nil {
+	err := l.build(nodes, false)
+	for _, n := range l.Nodes {
+		if err == nil {
+			err = l.StartAgent(n)
+		}
+	}
+	if err != nil {
 		l.Close()
 		return nil, err
 	}
 	return l, nil
 }
 
-func (l *TorLab) build(nodes int) error {
+// NewKubeTorLab builds the topology with a management network for the API
+// server and starts FRR; the caller starts the API server in Mgmt, sets
+// Kubeconfig and starts the agents, which then run in Kubernetes mode.
+func NewKubeTorLab(dir, agentBin, cniDir string, nodes int) (*TorLab, error) {
+	l := &TorLab{Dir: dir, AgentBin: agentBin, CNIDir: cniDir}
+	if err := l.build(nodes, true); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// buildMgmt makes the management namespace and its bridge.
+func (l *TorLab) buildMgmt() error {
+	var err error
+	if l.Mgmt, err = l.newNS("mgmt"); err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"link", "add", "br0", "type", "bridge"}, {"link", "set", "br0", "up"},
+		{"addr", "add", MgmtHost + "/24", "dev", "br0"},
+	} {
+		if err := Run(l.Mgmt, "ip", args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// linkMgmt connects a node's eth0 to the management bridge.
+func (l *TorLab) linkMgmt(n *Node) error {
+	port := fmt.Sprintf("m%d", n.Idx)
+	for _, s := range []struct {
+		ns   netnstest.NS
+		args []string
+	}{
+		{netnstest.NS{}, []string{"link", "add", port, "netns", l.Mgmt.Name, "type", "veth", "peer", "name", "eth0", "netns", n.NS.Name}},
+		{l.Mgmt, []string{"link", "set", port, "master", "br0"}},
+		{l.Mgmt, []string{"link", "set", port, "up"}},
+		{n.NS, []string{"addr", "add", n.MgmtAddr() + "/24", "dev", "eth0"}},
+		{n.NS, []string{"link", "set", "eth0", "up"}},
+	} {
+		if err := Run(s.ns, "ip", s.args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *TorLab) build(nodes int, kube bool) error {
 	// FRR's daemons run as user frr and must reach their directory.
 	for d := l.Dir; d != "/" && d != "."; d = filepath.Dir(d) {
 		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o005 == 0 {
@@ -130,6 +195,11 @@ func (l *TorLab) build(nodes int) error {
 			return err
 		}
 	}
+	if kube {
+		if err := l.buildMgmt(); err != nil {
+			return err
+		}
+	}
 	var neighbors, v6 strings.Builder
 	for i := 1; i <= nodes; i++ {
 		n := &Node{Name: fmt.Sprintf("node%d", i), Idx: i, Dir: filepath.Join(l.Dir, fmt.Sprintf("node%d", i)), PodNet: fmt.Sprintf("10.244.%d.0/24", i), PodNet6: fmt.Sprintf("fd00:10:244:%d::/64", i)}
@@ -159,6 +229,11 @@ func (l *TorLab) build(nodes int) error {
 		if err := routerSysctls(n.NS); err != nil {
 			return err
 		}
+		if kube {
+			if err := l.linkMgmt(n); err != nil {
+				return err
+			}
+		}
 		for _, a := range []string{n.Addr(), n.Addr6()} {
 			fmt.Fprintf(&neighbors, " neighbor %s remote-as %d\n neighbor %s timers 1 3\n neighbor %s timers connect 1\n", a, n.ASN(), a, a)
 		}
@@ -169,21 +244,17 @@ func (l *TorLab) build(nodes int) error {
 		" bgp graceful-restart\n coalesce-time 50\n" + neighbors.String() +
 		" address-family ipv4 unicast\n" + strings.ReplaceAll(v6.String(), "activate", "deactivate") + " exit-address-family\n" +
 		" address-family ipv6 unicast\n" + v6.String() + " exit-address-family\n!\n"
-	if l.FRR, err = StartFRR(l.Tor, filepath.Join(l.Dir, "frr"), conf); err != nil {
-		return err
-	}
-	for _, n := range l.Nodes {
-		if err := l.StartAgent(n); err != nil {
-			return err
-		}
-	}
-	return nil
+	l.FRR, err = StartFRR(l.Tor, filepath.Join(l.Dir, "frr"), conf)
+	return err
 }
 
 // StartAgent writes the node's config and starts its agent.
 func (l *TorLab) StartAgent(n *Node) error {
 	if err := os.MkdirAll(filepath.Join(n.Dir, "policies"), 0o755); err != nil {
 		return err
+	}
+	if l.Kubeconfig != "" {
+		return l.startKubeAgent(n)
 	}
 	conf := fmt.Sprintf(`nodeName: %[1]s
 routerID: %[2]s
@@ -205,6 +276,30 @@ peers:
 		return err
 	}
 	p, err := StartProc(n.NS, filepath.Join(n.Dir, "agent.log"), l.AgentBin, "--config", path)
+	if err != nil {
+		return err
+	}
+	n.Agent = p
+	l.procs = append(l.procs, p)
+	return nil
+}
+
+// startKubeAgent runs the agent in Kubernetes mode: identity, pod CIDRs
+// and peers come from the cluster; the file keeps the cluster-wide keys.
+func (l *TorLab) startKubeAgent(n *Node) error {
+	conf := fmt.Sprintf(`clusterCIDRs: [10.244.0.0/16, fd00:10:244::/48]
+noMasqueradeCIDRs: [10.99.0.0/16, fd00:99::/32]
+dataDir: %[1]s/data
+cniConfDir: %[1]s/net.d
+mtu: 1450
+logLevel: debug
+`, n.Dir)
+	path := filepath.Join(n.Dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	p, err := StartProc(n.NS, filepath.Join(n.Dir, "agent.log"), "env", "NODE_NAME="+n.Name,
+		l.AgentBin, "--config", path, "--kubeconfig", l.Kubeconfig)
 	if err != nil {
 		return err
 	}

@@ -14,8 +14,8 @@ import (
 	netv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
+	"github.com/petrelnet/petrel/internal/kubelab"
 	"github.com/petrelnet/petrel/internal/kubetest"
 	"github.com/petrelnet/petrel/internal/labtest"
 	"github.com/petrelnet/petrel/internal/netnstest"
@@ -35,12 +35,19 @@ func TestKubernetesMode(t *testing.T) {
 		mustIP(t, mgmt, args...)
 	}
 	api := kubetest.StartIn(t, mgmt, "10.98.255.1")
-	cs, err := kubernetes.NewForConfig(&rest.Config{Host: api.URL, BearerToken: api.Token,
-		TLSClientConfig: rest.TLSClientConfig{Insecure: true}, Dial: api.Dial})
+	cs, err := kubernetes.NewForConfig(api.RestConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	// The manifest's CRDs and RBAC; the agents act as its service account.
+	if _, err := kubetest.Apply(ctx, api.RestConfig(), filepath.Join(kubetest.RepoRoot(), "manifests", "petrel.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := api.KubeconfigAs(kubelab.AgentUser)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	nodes := map[string]netnstest.NS{}
 	for i := 1; i <= 2; i++ {
@@ -67,7 +74,7 @@ func TestKubernetesMode(t *testing.T) {
 		conf := fmt.Sprintf("clusterCIDRs: [10.244.0.0/16]\ndataDir: %[1]s/data\ncniConfDir: %[1]s/net.d\nlogLevel: debug\n", ndir)
 		os.WriteFile(filepath.Join(ndir, "config.yaml"), []byte(conf), 0o644)
 		p, err := labtest.StartProc(ns, filepath.Join(ndir, "agent.log"), "env", "NODE_NAME="+name,
-			filepath.Join(binDir, "petrel-agent"), "--config", filepath.Join(ndir, "config.yaml"), "--kubeconfig", api.Kubeconfig)
+			filepath.Join(binDir, "petrel-agent"), "--config", filepath.Join(ndir, "config.yaml"), "--kubeconfig", kubeconfig)
 		if err != nil {
 			t.Fatal(err)
 		}
