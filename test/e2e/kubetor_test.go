@@ -99,7 +99,10 @@ func TestKubernetesToR(t *testing.T) {
 
 	// A NetworkPolicy through the API isolates pod2 from the pods on the
 	// other nodes; deleting it lets them in again.
-	reach := func(from labtest.Pod) bool { _, err := from.NS.Run("ping", "-c1", "-W0.2", pods[1].IP); return err == nil }
+	reach := func(from labtest.Pod) bool {
+		_, err := from.NS.Run("ping", "-c1", "-W0.2", pods[1].IP)
+		return err == nil
+	}
 	np := &netv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "isolate-pod2", Namespace: "default"},
 		Spec: netv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "pod2"}}}}
 	if _, err := c.CS.NetworkingV1().NetworkPolicies("default").Create(ctx, np, metav1.CreateOptions{}); err != nil {
