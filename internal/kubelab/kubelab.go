@@ -38,6 +38,8 @@ type Cluster struct {
 	API *kubetest.Server
 	CS  kubernetes.Interface
 	Dyn dynamic.Interface
+	// dualToR: the lab has a second ToR; IPv4 ToR sessions use BFD.
+	dualToR bool
 }
 
 // Connect starts nothing: it wraps a running API server (a test's) and
@@ -45,7 +47,7 @@ type Cluster struct {
 // acting as the agent's service account in l.Kubeconfig.
 func Connect(ctx context.Context, api *kubetest.Server, l *labtest.TorLab) (*Cluster, error) {
 	cfg := api.RestConfig()
-	c := &Cluster{API: api}
+	c := &Cluster{API: api, dualToR: l.FRR2 != nil}
 	var err error
 	if c.CS, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err
@@ -76,7 +78,11 @@ func (c *Cluster) RegisterNodes(ctx context.Context, l *labtest.TorLab) error {
 		if err := c.RegisterNode(ctx, n); err != nil {
 			return err
 		}
-		for _, fam := range []string{"v4", "v6"} {
+		sessions := []string{"v4", "v6"}
+		if l.FRR2 != nil {
+			sessions = append(sessions, "tor2")
+		}
+		for _, fam := range sessions {
 			if err := c.RegisterPeer(ctx, n, fam); err != nil {
 				return err
 			}
@@ -85,17 +91,26 @@ func (c *Cluster) RegisterNodes(ctx context.Context, l *labtest.TorLab) error {
 	return nil
 }
 
-// RegisterPeer creates the BGPPeer "tor-<node>-<fam>": n's session with
-// its ToR over IPv4 ("v4") or IPv6, with the lab's short timers.
-func (c *Cluster) RegisterPeer(ctx context.Context, n *labtest.Node, fam string) error {
-	addr := n.TorAddr()
-	if fam == "v6" {
-		addr = n.TorAddr6()
-	}
-	spec := map[string]any{"peerAddress": addr, "peerASN": int64(65000),
+// RegisterPeer creates the BGPPeer "tor-<node>-<session>": n's session
+// with its ToR over IPv4 ("v4") or IPv6 ("v6") with the lab's short
+// timers, or with the second ToR ("tor2"): BFD at 100 ms x 3 and a 9 s
+// hold time.
+func (c *Cluster) RegisterPeer(ctx context.Context, n *labtest.Node, session string) error {
+	spec := map[string]any{"peerAddress": n.TorAddr(), "peerASN": int64(65000),
 		"nodeSelector": map[string]any{"matchLabels": map[string]any{NodeLabel: n.Name}},
 		"holdTime":     "3s", "keepaliveTime": "1s", "connectRetry": "1s"}
-	return c.Apply(ctx, BGPPeers, "tor-"+n.Name+"-"+fam, spec)
+	bfd := map[string]any{"enabled": true, "minTx": "100ms", "minRx": "100ms", "multiplier": int64(3)}
+	switch session {
+	case "v4":
+		if c.dualToR {
+			spec["bfd"] = bfd
+		}
+	case "v6":
+		spec["peerAddress"] = n.TorAddr6()
+	case "tor2":
+		spec["peerAddress"], spec["holdTime"], spec["keepaliveTime"], spec["bfd"] = n.Tor2Addr(), "9s", "3s", bfd
+	}
+	return c.Apply(ctx, BGPPeers, "tor-"+n.Name+"-"+session, spec)
 }
 
 // RegisterNode creates n's Node object with its status, as the kubelet

@@ -22,16 +22,22 @@ const FRRDir = "/usr/lib/frr"
 // FRR is one FRR router (zebra + bgpd) in a namespace, with its own
 // runtime directory owned by frr:frr (the daemons drop privileges).
 type FRR struct {
-	NS          netnstest.NS
-	Dir         string
-	conf        string
-	zebra, bgpd *exec.Cmd
+	NS                netnstest.NS
+	Dir               string
+	conf, bfdConf     string
+	zebra, bgpd, bfdd *exec.Cmd
 }
 
 // StartFRR starts zebra and bgpd with bgpdConf in ns and waits until bgpd
 // answers on its vty socket.
 func StartFRR(ns netnstest.NS, dir, bgpdConf string) (*FRR, error) {
-	f := &FRR{NS: ns, Dir: dir, conf: bgpdConf}
+	return StartFRRWithBFD(ns, dir, bgpdConf, "")
+}
+
+// StartFRRWithBFD also runs bfdd with bfddConf (when not empty), for
+// neighbors configured with "neighbor X bfd".
+func StartFRRWithBFD(ns netnstest.NS, dir, bgpdConf, bfddConf string) (*FRR, error) {
+	f := &FRR{NS: ns, Dir: dir, conf: bgpdConf, bfdConf: bfddConf}
 	if err := f.prepare(); err != nil {
 		return nil, err
 	}
@@ -48,7 +54,7 @@ func (f *FRR) prepare() error {
 	if err := os.MkdirAll(f.Dir, 0o755); err != nil {
 		return err
 	}
-	files := map[string]string{"zebra.conf": "hostname tor\n", "bgpd.conf": f.conf, "vtysh.conf": ""}
+	files := map[string]string{"zebra.conf": "hostname tor\n", "bgpd.conf": f.conf, "vtysh.conf": "", "bfdd.conf": f.bfdConf}
 	for name, body := range files {
 		p := filepath.Join(f.Dir, name)
 		if err := os.WriteFile(p, []byte(body), 0o640); err != nil {
@@ -80,6 +86,13 @@ func (f *FRR) Start() error {
 		f.Kill()
 		return fmt.Errorf("zebra in %s did not open its socket: %w", f.NS.Name, err)
 	}
+	if f.bfdConf != "" {
+		f.bfdd = f.daemon("bfdd")
+		if err := f.NS.Start(f.bfdd); err != nil {
+			f.Kill()
+			return fmt.Errorf("start bfdd: %w", err)
+		}
+	}
 	f.bgpd = f.daemon("bgpd")
 	if err := f.NS.Start(f.bgpd); err != nil {
 		f.Kill()
@@ -98,13 +111,13 @@ func (f *FRR) Start() error {
 
 // Kill stops both daemons at once (SIGKILL), as a crash would.
 func (f *FRR) Kill() {
-	for _, c := range []*exec.Cmd{f.bgpd, f.zebra} {
+	for _, c := range []*exec.Cmd{f.bgpd, f.bfdd, f.zebra} {
 		if c != nil && c.Process != nil {
 			c.Process.Kill()
 			c.Wait()
 		}
 	}
-	f.bgpd, f.zebra = nil, nil
+	f.bgpd, f.bfdd, f.zebra = nil, nil, nil
 	os.Remove(filepath.Join(f.Dir, "zserv.api"))
 }
 
@@ -128,7 +141,7 @@ func waitFor(d time.Duration, ok func() bool) error {
 // PIDs are the daemons' process IDs.
 func (f *FRR) PIDs() []int {
 	var out []int
-	for _, c := range []*exec.Cmd{f.zebra, f.bgpd} {
+	for _, c := range []*exec.Cmd{f.zebra, f.bfdd, f.bgpd} {
 		if c != nil && c.Process != nil {
 			out = append(out, c.Process.Pid)
 		}

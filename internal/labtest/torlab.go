@@ -31,6 +31,10 @@ type TorLab struct {
 	// reaches every node's eth0, for the API server; agents use Kubeconfig.
 	Mgmt       netnstest.NS
 	Kubeconfig string
+	// Two ToRs (NewKubeTorLab with tors=2): see tor2.go.
+	Tor2    netnstest.NS
+	FRR2    *FRR
+	dualToR bool
 	created    []netnstest.NS
 	procs      []*Proc
 }
@@ -115,9 +119,14 @@ func NewTorLab(dir, agentBin, cniDir string, nodes int) (*TorLab, error) {
 // NewKubeTorLab builds the topology with a management network for the API
 // server and starts FRR; the caller starts the API server in Mgmt, sets
 // Kubeconfig and starts the agents, which then run in Kubernetes mode.
-func NewKubeTorLab(dir, agentBin, cniDir string, nodes int) (*TorLab, error) {
-	l := &TorLab{Dir: dir, AgentBin: agentBin, CNIDir: cniDir}
-	if err := l.build(nodes, true); err != nil {
+// With tors=2 every node is also linked to a second ToR (tor2.go).
+func NewKubeTorLab(dir, agentBin, cniDir string, nodes, tors int) (*TorLab, error) {
+	l := &TorLab{Dir: dir, AgentBin: agentBin, CNIDir: cniDir, dualToR: tors == 2}
+	err := l.build(nodes, true)
+	if err == nil && l.dualToR {
+		err = l.buildTor2()
+	}
+	if err != nil {
 		l.Close()
 		return nil, err
 	}
@@ -237,6 +246,9 @@ func (l *TorLab) build(nodes int, kube bool) error {
 		for _, a := range []string{n.Addr(), n.Addr6()} {
 			fmt.Fprintf(&neighbors, " neighbor %s remote-as %d\n neighbor %s timers 1 3\n neighbor %s timers connect 1\n", a, n.ASN(), a, a)
 		}
+		if l.dualToR {
+			fmt.Fprintf(&neighbors, " neighbor %s bfd\n", n.Addr())
+		}
 		fmt.Fprintf(&v6, "  neighbor %s activate\n", n.Addr6())
 		l.Nodes = append(l.Nodes, n)
 	}
@@ -244,7 +256,7 @@ func (l *TorLab) build(nodes int, kube bool) error {
 		" bgp graceful-restart\n coalesce-time 50\n" + neighbors.String() +
 		" address-family ipv4 unicast\n" + strings.ReplaceAll(v6.String(), "activate", "deactivate") + " exit-address-family\n" +
 		" address-family ipv6 unicast\n" + v6.String() + " exit-address-family\n!\n"
-	l.FRR, err = StartFRR(l.Tor, filepath.Join(l.Dir, "frr"), conf)
+	l.FRR, err = StartFRRWithBFD(l.Tor, filepath.Join(l.Dir, "frr"), conf, l.bfdConf(func(n *Node) string { return n.Addr() }))
 	return err
 }
 
@@ -313,8 +325,10 @@ func (l *TorLab) Close() {
 	for _, p := range l.procs {
 		p.Signal(syscall.SIGKILL)
 	}
-	if l.FRR != nil {
-		l.FRR.Kill()
+	for _, f := range []*FRR{l.FRR, l.FRR2} {
+		if f != nil {
+			f.Kill()
+		}
 	}
 	for i := len(l.created) - 1; i >= 0; i-- {
 		l.created[i].Delete()
@@ -324,7 +338,17 @@ func (l *TorLab) Close() {
 // Established reports whether FRR sees every node session Established,
 // and FRR's JSON summary.
 func (l *TorLab) Established() (bool, string) {
-	out, err := l.FRR.Vtysh("show bgp summary json")
+	ok, out := established(l.FRR, l.Nodes, func(n *Node) []string { return []string{n.Addr(), n.Addr6()} })
+	if ok && l.FRR2 != nil {
+		return established(l.FRR2, l.Nodes, func(n *Node) []string { return []string{n.Addr2()} })
+	}
+	return ok, out
+}
+
+// established reports whether f sees each node's sessions at addrs
+// Established.
+func established(f *FRR, nodes []*Node, addrs func(*Node) []string) (bool, string) {
+	out, err := f.Vtysh("show bgp summary json")
 	if err != nil {
 		return false, out
 	}
@@ -340,9 +364,15 @@ func (l *TorLab) Established() (bool, string) {
 	if err := json.Unmarshal([]byte(out), &sum); err != nil {
 		return false, out
 	}
-	for _, n := range l.Nodes {
-		if sum.IPv4Unicast.Peers[n.Addr()].State != "Established" || sum.IPv6Unicast.Peers[n.Addr6()].State != "Established" {
-			return false, out
+	for _, n := range nodes {
+		for _, a := range addrs(n) {
+			p := sum.IPv4Unicast.Peers[a]
+			if strings.Contains(a, ":") {
+				p = sum.IPv6Unicast.Peers[a]
+			}
+			if p.State != "Established" {
+				return false, out
+			}
 		}
 	}
 	return true, out

@@ -18,14 +18,14 @@ import (
 	"github.com/petrelnet/petrel/internal/netnstest"
 )
 
-// newKubeTorLab is topology (a) in Kubernetes mode: the FRR ToR, three
-// nodes, the real API server on the management network, the manifest
+// newKubeTorLab is topology (a) in Kubernetes mode (or (b) with tors=2):
+// the FRR ToR, the nodes, the real API server on the management network, the manifest
 // applied, Nodes and BGPPeers created, and the agents running as the
 // agent's service account.
-func newKubeTorLab(t *testing.T, nodes int) (*labtest.TorLab, *kubelab.Cluster) {
+func newKubeTorLab(t *testing.T, nodes, tors int) (*labtest.TorLab, *kubelab.Cluster) {
 	netnstest.RequireRoot(t)
 	netnstest.RequireTool(t, labtest.FRRDir+"/bgpd")
-	l, err := labtest.NewKubeTorLab(t.TempDir(), filepath.Join(binDir, "petrel-agent"), binDir, nodes)
+	l, err := labtest.NewKubeTorLab(t.TempDir(), filepath.Join(binDir, "petrel-agent"), binDir, nodes, tors)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func newKubeTorLab(t *testing.T, nodes int) (*labtest.TorLab, *kubelab.Cluster) 
 // node identity and pod CIDRs from Node objects, the ToR sessions from
 // BGPPeers, pods and NetworkPolicies through the API.
 func TestKubernetesToR(t *testing.T) {
-	l, c := newKubeTorLab(t, 3)
+	l, c := newKubeTorLab(t, 3, 1)
 	ctx := context.Background()
 	gobgp := netnstest.RequireTool(t, "gobgp")
 	d := waitUntil(t, 30*time.Second, "FRR sees every node session (v4 and v6) Established", func() bool { ok, _ := l.Established(); return ok })
@@ -165,4 +165,76 @@ func TestKubernetesToR(t *testing.T) {
 		return !strings.Contains(petrelRoutes(t, l.Nodes[0]), l.Nodes[2].PodNet) && !strings.Contains(petrelRoutes(t, l.Nodes[1]), l.Nodes[2].PodNet)
 	})
 	t.Logf("node3 deleted -> its routes withdrawn: %s", d)
+}
+
+// TestKubernetesDualToRWithBFD is topology (b) in Kubernetes mode: every
+// node dual-homed, sessions from BGPPeers with BFD. One ToR fails
+// silently (drops everything: no reset, no link change); BFD takes its
+// next hop away long before the 9 s hold time, and traffic carries on
+// through the other ToR.
+func TestKubernetesDualToRWithBFD(t *testing.T) {
+	l, c := newKubeTorLab(t, 2, 2)
+	ctx := context.Background()
+	n1, n2 := l.Nodes[0], l.Nodes[1]
+	d := waitUntil(t, 30*time.Second, "both ToRs see every session Established", func() bool { ok, _ := l.Established(); return ok })
+	t.Logf("agents started -> sessions with both ToRs Established: %s", d)
+	route := func() string {
+		out, _ := n1.NS.Run("ip", "route", "show", n2.PodNet, "proto", "61")
+		return strings.Join(strings.Fields(out), " ")
+	}
+	d = waitUntil(t, 20*time.Second, "node1's ECMP route to node2's pods via both ToRs", func() bool {
+		r := route()
+		return strings.Contains(r, "via "+n1.TorAddr()) && strings.Contains(r, "via "+n1.Tor2Addr())
+	})
+	t.Logf("-> ECMP route via both ToRs: %s (%s)", d, route())
+	waitUntil(t, 15*time.Second, "BFD up between node1 and tor2", func() bool { return labtest.BFDUp(l.FRR2, n1.Addr2()) })
+	p1, err := c.AddPod(ctx, l, n1, "pod1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := c.AddPod(ctx, l, n2, "pod2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping(t, p1.NS, p2.IP)
+
+	stream := make(chan string, 1)
+	go func() {
+		out, _ := p1.NS.Run("ping", "-c", "300", "-i", "0.01", "-W", "1", p2.IP)
+		stream <- out
+	}()
+	time.Sleep(500 * time.Millisecond)
+	drop := [][]string{
+		{"add", "table", "inet", "blackout"},
+		{"add", "chain", "inet", "blackout", "c_in", "{ type filter hook input priority -500; policy drop; }"},
+		{"add", "chain", "inet", "blackout", "c_fwd", "{ type filter hook forward priority -500; policy drop; }"},
+		{"add", "chain", "inet", "blackout", "c_out", "{ type filter hook output priority -500; policy drop; }"},
+	}
+	for _, args := range drop {
+		if out, err := l.Tor2.Run("nft", args...); err != nil {
+			t.Fatalf("silence tor2: nft %v: %v %s", args, err, out)
+		}
+	}
+	silenced := time.Now()
+	waitUntil(t, 3*time.Second, "tor2's next hop gone (the BGP hold time is 9 s)", func() bool {
+		r := route()
+		return strings.Contains(r, "via "+n1.TorAddr()) && !strings.Contains(r, n1.Tor2Addr())
+	})
+	t.Logf("tor2 silenced -> its next hop removed on node1 (BFD): %s", time.Since(silenced))
+	waitUntil(t, 10*time.Second, "a BGPSessionDown Event on node1", func() bool {
+		evs, err := c.CS.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=node1,reason=BGPSessionDown"})
+		return err == nil && len(evs.Items) > 0
+	})
+	out := <-stream
+	t.Logf("pod1 -> pod2 during the failover, one ping per 10 ms: %s", lastLines(out, 2))
+	ping(t, p1.NS, p2.IP)
+	ping(t, p2.NS, p1.IP)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
 }
