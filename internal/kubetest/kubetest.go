@@ -41,6 +41,7 @@ type Server struct {
 	apiPort    int
 	host       string       // the API server's address
 	ns         netnstest.NS // where both run; the zero NS is the caller's own
+	detached   bool         // outlive the caller (Launch): no parent-death signal
 }
 
 // BinDir is where test/kube/build.sh puts the binaries, found from the
@@ -60,13 +61,28 @@ func RepoRoot() string {
 }
 
 // Launch runs etcd and the API server outside a test (the demo): in ns on
-// host, state under dir. Stop them with Stop.
+// host, state under dir. They outlive the caller (a kept demo lab) until
+// Stop or a kill of PIDs().
 func Launch(dir string, ns netnstest.NS, host string) (*Server, error) {
 	bin := BinDir()
 	if !fileExists(filepath.Join(bin, "kube-apiserver")) || !fileExists(filepath.Join(bin, "etcd")) {
 		return nil, fmt.Errorf("kube-apiserver and etcd not built in %s: run test/kube/build.sh", bin)
 	}
-	return start(dir, bin, ns, host)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return start(dir, bin, ns, host, true)
+}
+
+// PIDs are the servers' process IDs.
+func (s *Server) PIDs() []int {
+	var out []int
+	for _, p := range []*proc{s.etcd, s.api} {
+		if p != nil {
+			out = append(out, p.cmd.Process.Pid)
+		}
+	}
+	return out
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
@@ -90,7 +106,7 @@ func startFor(t testing.TB, ns netnstest.NS, host string) *Server {
 		}
 		t.Skipf("kube-apiserver and etcd not built in %s: run test/kube/build.sh", bin)
 	}
-	s, err := start(t.TempDir(), bin, ns, host)
+	s, err := start(t.TempDir(), bin, ns, host, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,10 +129,10 @@ func (s *Server) Dial(ctx context.Context, network, addr string) (net.Conn, erro
 	return c, err
 }
 
-func start(dir, bin string, ns netnstest.NS, host string) (*Server, error) {
+func start(dir, bin string, ns netnstest.NS, host string, detached bool) (*Server, error) {
 	tok := make([]byte, 16)
 	rand.Read(tok)
-	s := &Server{dir: dir, bin: bin, Token: hex.EncodeToString(tok), ns: ns, host: host}
+	s := &Server{dir: dir, bin: bin, Token: hex.EncodeToString(tok), ns: ns, host: host, detached: detached}
 	var err error
 	if ns.Name != "" {
 		s.etcdPort, s.apiPort = 2379, 6443 // a namespace of its own: every port is free
@@ -194,7 +210,9 @@ func (s *Server) proc(name string, args ...string) (*proc, error) {
 	cmd := exec.Command(filepath.Join(s.bin, name), args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	// The servers die with the test process even if it is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if !s.detached {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	}
 	start := cmd.Start
 	if s.ns.Name != "" {
 		start = func() error { return s.ns.Start(cmd) }

@@ -1,11 +1,14 @@
 // Command demo is `make demo`: an FRR top-of-rack router and three nodes
-// running petrel-agent in network namespaces, a pod on each node wired by
-// the CNI plugin, and a report of what happened: BGP sessions, routes, a
-// ping matrix, a NetworkPolicy blocking then allowing, and the convergence
-// times measured. It exits non-zero if any check fails.
+// running petrel-agent in Kubernetes mode in network namespaces, a real
+// kube-apiserver on the lab's management network, a pod on each node
+// created in the API and wired by the CNI plugin, and a report of what
+// happened: BGP sessions, routes, a ping matrix, a NetworkPolicy blocking
+// then allowing, and the convergence times measured. It exits non-zero if
+// any check fails.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -14,12 +17,21 @@ import (
 	"sync"
 	"time"
 
+	netv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/petrelnet/petrel/internal/kubelab"
+	"github.com/petrelnet/petrel/internal/kubetest"
 	"github.com/petrelnet/petrel/internal/labtest"
 )
 
 type demo struct {
 	lab    *labtest.TorLab
+	api    *kubetest.Server
+	kube   *kubelab.Cluster
 	pods   []labtest.Pod
+	// agentsStarted is when the agents were started, after the API server.
+	agentsStarted time.Time
 	failed []string
 	times  [][2]string
 }
@@ -48,9 +60,9 @@ func run() int {
 		return 1
 	}
 	agentBin, _ := filepath.Abs(*agent)
-	section("Building the lab: FRR top-of-rack router (AS 65000), %d nodes (AS 65101-%d), eBGP", *nodes, 65100+*nodes)
+	section("Building the lab: FRR top-of-rack router (AS 65000), %d nodes (AS 65101-%d), eBGP; kube-apiserver on a management network", *nodes, 65100+*nodes)
 	start := time.Now()
-	lab, err := labtest.NewTorLab(dir, agentBin, cniDir, *nodes)
+	lab, err := labtest.NewKubeTorLab(dir, agentBin, cniDir, *nodes, 1)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		return 1
@@ -59,14 +71,25 @@ func run() int {
 	if keep {
 		defer d.explain(dir)
 	} else {
-		defer func() { lab.Close(); os.RemoveAll(dir) }()
+		defer func() {
+			if d.api != nil {
+				d.api.Stop()
+			}
+			lab.Close()
+			os.RemoveAll(dir)
+		}()
+	}
+	if err := d.cluster(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		return 1
 	}
 	d.bgp(start)
+	d.clusterView()
 	d.podsAndPings()
 	d.policy()
 	section("Summary")
 	for _, t := range d.times {
-		fmt.Printf("  %-52s %s\n", t[0], t[1])
+		fmt.Printf("  %-62s %s\n", t[0], t[1])
 	}
 	if len(d.failed) > 0 {
 		fmt.Printf("\nFAILED checks:\n  %s\n", strings.Join(d.failed, "\n  "))
@@ -95,8 +118,9 @@ func (d *demo) took(what string, dur time.Duration) {
 func (d *demo) bgp(start time.Time) {
 	l := d.lab
 	dur, err := labtest.WaitFor(30*time.Second, "BGP sessions", func() bool { ok, _ := l.Established(); return ok })
-	if d.check(err == nil, "every node's BGP session is Established at the ToR") {
-		d.took("lab start -> all sessions Established", time.Since(start))
+	if d.check(err == nil, "every node's BGP sessions (IPv4 and IPv6) are Established at the ToR") {
+		d.took("lab start (namespaces, FRR, API server) -> sessions up", time.Since(start))
+		d.took("agents started -> all sessions Established", time.Since(d.agentsStarted))
 	}
 	dur, err = labtest.WaitFor(30*time.Second, "routes", l.RoutesComplete)
 	if d.check(err == nil, "every node has a route to every other node's pod CIDR (proto petrel) and a blackhole for its own") {
@@ -107,7 +131,7 @@ func (d *demo) bgp(start time.Time) {
 	fmt.Println(indent(out))
 	for _, n := range l.Nodes {
 		section("%s (%s, AS %d)", n.Name, n.Addr(), n.ASN())
-		for _, args := range [][]string{{"gobgp", "neighbor"}, {"gobgp", "global", "rib"}, {"ip", "route", "show", "proto", "61"}} {
+		for _, args := range [][]string{{"gobgp", "neighbor"}, {"gobgp", "global", "rib"}, {"gobgp", "global", "rib", "-a", "ipv6"}, {"ip", "route", "show", "proto", "61"}} {
 			out, err := n.NS.Run(args[0], args[1:]...)
 			fmt.Printf("  $ %s\n%s\n", strings.Join(args, " "), indent(out))
 			d.check(err == nil, fmt.Sprintf("%s: %s answers", n.Name, strings.Join(args, " ")))
@@ -116,9 +140,10 @@ func (d *demo) bgp(start time.Time) {
 }
 
 func (d *demo) podsAndPings() {
-	section("Pods: one per node, wired by the petrel CNI plugin")
+	section("Pods: one per node, created in the API, wired by the petrel CNI plugin, IPs reported as the kubelet would")
 	for _, n := range d.lab.Nodes {
-		p, err := d.lab.AddPod(n, "pod"+strings.TrimPrefix(n.Name, "node"))
+		name := "pod" + strings.TrimPrefix(n.Name, "node")
+		p, err := d.kube.AddPod(context.Background(), d.lab, n, name, map[string]string{"app": name})
 		if !d.check(err == nil, fmt.Sprintf("CNI ADD on %s: %v", n.Name, errText(err))) {
 			continue
 		}
@@ -180,42 +205,42 @@ func (d *demo) policy() {
 	if len(d.pods) < 3 {
 		return
 	}
-	n2 := d.lab.Nodes[1]
+	ctx := context.Background()
 	p1, p2, p3 := d.pods[0], d.pods[1], d.pods[2]
-	dir := filepath.Join(n2.Dir, "policies")
-	var pods strings.Builder
-	for _, p := range d.pods {
-		fmt.Fprintf(&pods, "apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: default, labels: {app: %s}}\nspec: {containers: [{name: c, image: none}]}\nstatus: {podIPs: [{ip: %s}]}\n---\n", p.Name, p.Name, p.IP)
-	}
-	os.WriteFile(filepath.Join(dir, "pods.yaml"), []byte(pods.String()), 0o644)
-	section("NetworkPolicy on node2: isolate pod2 (ingress), written to %s", dir)
-	policy := `apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: pod2-ingress, namespace: default}
-spec:
-  podSelector: {matchLabels: {app: pod2}}
-  policyTypes: [Ingress]
-%s`
-	write := func(rules string) time.Time {
-		os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(fmt.Sprintf(policy, rules)), 0o644)
-		return time.Now()
-	}
-	t0 := write("")
-	_, err := labtest.WaitFor(10*time.Second, "deny", func() bool { return !reach(p1, p2) })
-	if d.check(err == nil && !reach(p3, p2), "pod1 and pod3 can no longer reach pod2") {
-		d.took("deny-all policy written -> enforced on node2", time.Since(t0))
+	nps := d.kube.CS.NetworkingV1().NetworkPolicies("default")
+	np := &netv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "pod2-ingress", Namespace: "default"},
+		Spec: netv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "pod2"}},
+			PolicyTypes: []netv1.PolicyType{netv1.PolicyTypeIngress}}}
+	section("NetworkPolicy default/pod2-ingress created in the API: isolate pod2 (ingress)")
+	t0 := time.Now()
+	_, err := nps.Create(ctx, np, metav1.CreateOptions{})
+	if d.check(err == nil, fmt.Sprintf("create the NetworkPolicy: %s", errText(err))) {
+		_, err = labtest.WaitFor(10*time.Second, "deny", func() bool { return !reach(p1, p2) && !reach(p3, p2) })
+		if d.check(err == nil, "pod1 (node1) and pod3 (node3) can no longer reach pod2 (node2)") {
+			d.took("deny-all policy created in the API -> enforced across nodes", time.Since(t0))
+		}
 	}
 	d.matrix()
-	section("NetworkPolicy on node2: allow pod2 ingress from pod1 only")
-	t0 = write("  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: pod1}}\n")
-	_, err = labtest.WaitFor(10*time.Second, "allow", func() bool { return reach(p1, p2) })
-	if d.check(err == nil && !reach(p3, p2), "pod1 reaches pod2 again, pod3 still cannot") {
-		d.took("allow-from-pod1 policy written -> enforced", time.Since(t0))
+	section("NetworkPolicy updated: allow pod2 ingress from pod1 only")
+	np.Spec.Ingress = []netv1.NetworkPolicyIngressRule{{From: []netv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pod1"}}}}}}
+	cur, err := nps.Get(ctx, np.Name, metav1.GetOptions{})
+	if err == nil {
+		np.ResourceVersion = cur.ResourceVersion
+		t0 = time.Now()
+		_, err = nps.Update(ctx, np, metav1.UpdateOptions{})
+	}
+	if d.check(err == nil, fmt.Sprintf("update the NetworkPolicy: %s", errText(err))) {
+		_, err = labtest.WaitFor(10*time.Second, "allow", func() bool { return reach(p1, p2) })
+		if d.check(err == nil && !reach(p3, p2), "pod1 reaches pod2 again, pod3 still cannot") {
+			d.took("allow-from-pod1 update -> enforced", time.Since(t0))
+		}
 	}
 	d.matrix()
-	os.Remove(filepath.Join(dir, "policy.yaml"))
-	_, err = labtest.WaitFor(10*time.Second, "lifted", func() bool { return reach(p3, p2) })
-	d.check(err == nil, "policy removed: pod3 reaches pod2 again")
+	err = nps.Delete(ctx, np.Name, metav1.DeleteOptions{})
+	if d.check(err == nil, fmt.Sprintf("delete the NetworkPolicy: %s", errText(err))) {
+		_, err = labtest.WaitFor(10*time.Second, "lifted", func() bool { return reach(p3, p2) })
+		d.check(err == nil, "policy deleted: pod3 reaches pod2 again")
+	}
 }
 
 func indent(s string) string {
@@ -229,6 +254,10 @@ func indent(s string) string {
 // explain prints how to look around a kept lab and how to take it down.
 func (d *demo) explain(dir string) {
 	section("The lab is still running (PETREL_DEMO_KEEP is set)")
+	if d.api != nil {
+		fmt.Printf("  API:     ip netns exec %s curl -sk -H 'Authorization: Bearer %s' %s/apis/petrel.dev/v1alpha1/bgppeers\n", d.lab.Mgmt.Name, d.api.Token, d.api.URL)
+		fmt.Printf("           (admin kubeconfig for a kubectl run in that namespace: %s)\n", d.api.Kubeconfig)
+	}
 	fmt.Printf("  FRR:     vtysh --vty_socket %s -c 'show bgp summary'\n", d.lab.FRR.Dir)
 	for _, n := range d.lab.Nodes {
 		fmt.Printf("  %s:   ip netns exec %s gobgp global rib    (config %s/config.yaml, log %s/agent.log)\n", n.Name, n.NS.Name, n.Dir, n.Dir)
@@ -242,6 +271,11 @@ func (d *demo) explain(dir string) {
 	}
 	for _, pid := range d.lab.FRR.PIDs() {
 		pids = append(pids, fmt.Sprint(pid))
+	}
+	if d.api != nil {
+		for _, pid := range d.api.PIDs() {
+			pids = append(pids, fmt.Sprint(pid))
+		}
 	}
 	for _, ns := range d.lab.Namespaces() {
 		nss = append(nss, ns.Name)
