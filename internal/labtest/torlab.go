@@ -35,8 +35,8 @@ type TorLab struct {
 	Tor2    netnstest.NS
 	FRR2    *FRR
 	dualToR bool
-	created    []netnstest.NS
-	procs      []*Proc
+	created []netnstest.NS
+	procs   []*Proc
 }
 
 // MgmtHost is the API server's address on the management bridge.

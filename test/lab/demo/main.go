@@ -26,14 +26,14 @@ import (
 )
 
 type demo struct {
-	lab    *labtest.TorLab
-	api    *kubetest.Server
-	kube   *kubelab.Cluster
-	pods   []labtest.Pod
+	lab  *labtest.TorLab
+	api  *kubetest.Server
+	kube *kubelab.Cluster
+	pods []labtest.Pod
 	// agentsStarted is when the agents were started, after the API server.
 	agentsStarted time.Time
-	failed []string
-	times  [][2]string
+	failed        []string
+	times         [][2]string
 }
 
 func main() { os.Exit(run()) }
