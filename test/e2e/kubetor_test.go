@@ -178,16 +178,20 @@ func TestKubernetesDualToRWithBFD(t *testing.T) {
 	n1, n2 := l.Nodes[0], l.Nodes[1]
 	d := waitUntil(t, 30*time.Second, "both ToRs see every session Established", func() bool { ok, _ := l.Established(); return ok })
 	t.Logf("agents started -> sessions with both ToRs Established: %s", d)
-	route := func() string {
-		out, _ := n1.NS.Run("ip", "route", "show", n2.PodNet, "proto", "61")
+	routeOn := func(n, to *labtest.Node) string {
+		out, _ := n.NS.Run("ip", "route", "show", to.PodNet, "proto", "61")
 		return strings.Join(strings.Fields(out), " ")
 	}
+	route := func() string { return routeOn(n1, n2) }
 	d = waitUntil(t, 20*time.Second, "node1's ECMP route to node2's pods via both ToRs", func() bool {
 		r := route()
 		return strings.Contains(r, "via "+n1.TorAddr()) && strings.Contains(r, "via "+n1.Tor2Addr())
 	})
 	t.Logf("-> ECMP route via both ToRs: %s (%s)", d, route())
-	waitUntil(t, 15*time.Second, "BFD up between node1 and tor2", func() bool { return labtest.BFDUp(l.FRR2, n1.Addr2()) })
+	// BFD acts only on sessions that were up: wait for both nodes'.
+	waitUntil(t, 15*time.Second, "BFD up between tor2 and both nodes", func() bool {
+		return labtest.BFDUp(l.FRR2, n1.Addr2()) && labtest.BFDUp(l.FRR2, n2.Addr2())
+	})
 	p1, err := c.AddPod(ctx, l, n1, "pod1", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -216,11 +220,12 @@ func TestKubernetesDualToRWithBFD(t *testing.T) {
 		}
 	}
 	silenced := time.Now()
-	waitUntil(t, 3*time.Second, "tor2's next hop gone (the BGP hold time is 9 s)", func() bool {
-		r := route()
-		return strings.Contains(r, "via "+n1.TorAddr()) && !strings.Contains(r, n1.Tor2Addr())
+	waitUntil(t, 3*time.Second, "tor2's next hops gone on both nodes (the BGP hold time is 9 s)", func() bool {
+		r1, r2 := route(), routeOn(n2, n1)
+		return strings.Contains(r1, "via "+n1.TorAddr()) && !strings.Contains(r1, n1.Tor2Addr()) &&
+			strings.Contains(r2, "via "+n2.TorAddr()) && !strings.Contains(r2, n2.Tor2Addr())
 	})
-	t.Logf("tor2 silenced -> its next hop removed on node1 (BFD): %s", time.Since(silenced))
+	t.Logf("tor2 silenced -> its next hops removed on both nodes (BFD): %s", time.Since(silenced))
 	waitUntil(t, 10*time.Second, "a BGPSessionDown Event on node1", func() bool {
 		evs, err := c.CS.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=node1,reason=BGPSessionDown"})
 		return err == nil && len(evs.Items) > 0
