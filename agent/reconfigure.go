@@ -22,8 +22,10 @@ func (a *agent) clusterBGP(v clusterView) bgp.Config {
 
 // reconfigure replaces the speaker when its global settings change (the
 // AS, the route reflector role): BGP cannot change them on a running
-// session. Sessions restart and routes are learned again; kernel routes
-// stay until the new speaker's first sync replaces them.
+// session. Every session restarts: learned routes leave the kernel at the
+// next sync and come back as the new sessions come up (about 2 s in the
+// lab). Changing the AS is disruptive on any router; the peers must
+// expect the new AS too.
 func (a *agent) reconfigure(ctx context.Context, want bgp.Config) error {
 	if reflect.DeepEqual(want, a.bgpCfg) {
 		return nil

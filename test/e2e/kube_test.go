@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	netv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/petrelnet/petrel/internal/kubelab"
@@ -50,6 +52,7 @@ func TestKubernetesMode(t *testing.T) {
 	}
 	dir := t.TempDir()
 	nodes := map[string]netnstest.NS{}
+	var agents []*labtest.Proc
 	for i := 1; i <= 2; i++ {
 		name, ip := fmt.Sprintf("node%d", i), fmt.Sprintf("10.98.255.1%d", i)
 		ns := netnstest.New(t, name)
@@ -79,6 +82,7 @@ func TestKubernetesMode(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { p.Signal(syscall.SIGKILL) })
+		agents = append(agents, p)
 	}
 	routes := func(node string) string {
 		out, _ := nodes[node].Run("ip", "route", "show", "proto", "61")
@@ -136,6 +140,30 @@ func TestKubernetesMode(t *testing.T) {
 	}
 	d = waitUntil(t, 10*time.Second, "the NetworkPolicy deleted: pod2 reachable", reach)
 	t.Logf("NetworkPolicy deleted -> lifted: %s", d)
+
+	// A BGPConfiguration gives the cluster another AS: each agent restarts
+	// its speaker (not itself) and the mesh comes back in the new AS.
+	gobgp := netnstest.RequireTool(t, "gobgp")
+	bgpConf := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "petrel.dev/v1alpha1", "kind": "BGPConfiguration",
+		"metadata": map[string]any{"name": "default"}, "spec": map[string]any{"asn": int64(64600)}}}
+	dyn := dynamic.NewForConfigOrDie(api.RestConfig())
+	if _, err := dyn.Resource(kubelab.BGPConfigs).Create(ctx, bgpConf, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d = waitUntil(t, 30*time.Second, "both speakers in AS 64600 and the mesh routes back", func() bool {
+		for _, n := range []string{"node1", "node2"} {
+			if out, _ := nodes[n].Run(gobgp, "global"); !strings.Contains(out, "64600") {
+				return false
+			}
+		}
+		return strings.Contains(routes("node1"), "10.244.2.0/24 via 10.98.255.12") && strings.Contains(routes("node2"), "10.244.1.0/24 via 10.98.255.11") && reach()
+	})
+	t.Logf("BGPConfiguration asn 64600 -> mesh re-established in the new AS: %s", d)
+	for _, p := range agents {
+		if !p.Running() {
+			t.Fatal("an agent exited on the AS change")
+		}
+	}
 
 	// The API server goes away: the dataplane stays as it is, pods keep
 	// talking; when it is back the agents resync and see new objects.
