@@ -87,14 +87,7 @@ func TestPetrelObjects(t *testing.T) {
 		node("node2", "10.99.2.2", []string{"10.244.2.0/24"}, map[string]string{"rack": "b"}),
 		node("node3", "10.99.3.2", nil, nil), // no pod CIDR yet: not in the mesh
 	} {
-		created, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.ResourceVersion = created.ResourceVersion
-		if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		createNode(t, cs, n)
 	}
 	k := startSource(t, ctx, s, "node1")
 	dyn := dynamic.NewForConfigOrDie(s.RestConfig())

@@ -27,6 +27,20 @@ func node(name, ip string, cidrs []string, lbls map[string]string) *corev1.Node 
 		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}}}
 }
 
+// createNode creates n with its status, as the kubelet registers a node.
+func createNode(t *testing.T, cs kubernetes.Interface, n *corev1.Node) {
+	t.Helper()
+	ctx := context.Background()
+	created, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.ResourceVersion = created.ResourceVersion
+	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // eventually polls until f returns want or the deadline passes: informers
 // deliver asynchronously.
 func eventually(t *testing.T, what, want string, f func() string) {
@@ -48,16 +62,7 @@ func TestKubeSource(t *testing.T) {
 	cs := clientFor(t, s)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	create := func(n *corev1.Node) {
-		created, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.ResourceVersion = created.ResourceVersion
-		if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	create := func(n *corev1.Node) { createNode(t, cs, n) }
 	create(node("node1", "10.99.1.2", []string{"10.244.1.0/24", "fd00:10:244:1::/64"}, nil))
 	create(node("node2", "10.99.2.2", []string{"10.244.2.0/24"}, nil))
 	create(node("node3", "10.99.3.2", []string{"10.244.3.0/24"}, map[string]string{ASNLabel: "65003"}))

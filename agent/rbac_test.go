@@ -47,13 +47,7 @@ func TestManifestRBAC(t *testing.T) {
 	if _, err := LoadKubernetes(path); err != nil {
 		t.Fatalf("the manifest's config: %v", err)
 	}
-	n := node("node1", "10.99.1.2", []string{"10.244.1.0/24"}, nil)
-	created, err := admin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.ResourceVersion = created.ResourceVersion
-	admin.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+	createNode(t, admin, node("node1", "10.99.1.2", []string{"10.244.1.0/24"}, nil))
 	adminDyn := dynamic.NewForConfigOrDie(s.RestConfig())
 	if _, err := adminDyn.Resource(bgpPeersGVR).Create(ctx, object("BGPPeer", "bad", map[string]any{"peerAddress": "10.0.0.1", "peerASN": int64(1), "holdTime": "3s", "keepaliveTime": "9s"}), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
