@@ -110,7 +110,35 @@ func TestKubernetesToR(t *testing.T) {
 	}
 	d = waitUntil(t, 5*time.Second, "pod1 and pod3 blocked from pod2", func() bool { return !reach(pods[0]) && !reach(pods[2]) })
 	t.Logf("NetworkPolicy created in the API -> enforced across nodes: %s", d)
-	if err := c.CS.NetworkingV1().NetworkPolicies("default").Delete(ctx, np.Name, metav1.DeleteOptions{}); err != nil {
+	// Updated to admit pods labelled role=client, then pod1 relabelled:
+	// pod1 gets in, pod3 stays out.
+	nps := c.CS.NetworkingV1().NetworkPolicies("default")
+	cur, err := nps.Get(ctx, np.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.Ingress = []netv1.NetworkPolicyIngressRule{{From: []netv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}}}}
+	if _, err := nps.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // long enough for a wrong update to show
+	if reach(pods[0]) || reach(pods[2]) {
+		t.Fatal("an allow rule for role=client let unlabelled pods in")
+	}
+	pod1, err := c.CS.CoreV1().Pods("default").Get(ctx, "pod1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod1.Labels["role"] = "client"
+	if _, err := c.CS.CoreV1().Pods("default").Update(ctx, pod1, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d = waitUntil(t, 5*time.Second, "pod1 relabelled role=client reaches pod2", func() bool { return reach(pods[0]) })
+	t.Logf("pod1 relabelled in the API -> admitted on node2: %s", d)
+	if reach(pods[2]) {
+		t.Fatal("pod3 (no role=client label) reaches pod2")
+	}
+	if err := nps.Delete(ctx, np.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	d = waitUntil(t, 5*time.Second, "pod1 and pod3 reach pod2 again", func() bool { return reach(pods[0]) && reach(pods[2]) })
