@@ -29,7 +29,7 @@ func startSource(t *testing.T, ctx context.Context, s *kubetest.Server, nodeName
 	t.Helper()
 	dyn := dynamic.NewForConfigOrDie(s.RestConfig())
 	eventually(t, "CRDs served", "", func() string {
-		if err := checkCRDs(ctx, dyn); err != nil {
+		if err := checkAccess(ctx, dyn, "petrel-system"); err != nil {
 			return err.Error()
 		}
 		return ""

@@ -3,12 +3,14 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	netv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/petrelnet/petrel/internal/kubetest"
@@ -67,7 +69,16 @@ func TestKubeSource(t *testing.T) {
 	create(node("node2", "10.99.2.2", []string{"10.244.2.0/24"}, nil))
 	create(node("node3", "10.99.3.2", []string{"10.244.3.0/24"}, map[string]string{ASNLabel: "65003"}))
 
+	// Before the manifest: the agent would refuse to start, saying why.
+	if err := checkAccess(ctx, dynamic.NewForConfigOrDie(s.RestConfig()), "petrel-system"); err == nil || !strings.Contains(err.Error(), "bgppeers.petrel.dev: the CRD is not installed") {
+		t.Fatalf("no CRDs: %v", err)
+	}
 	applyManifest(t, s)
+	nobody := s.RestConfig()
+	nobody.Impersonate.UserName = "system:serviceaccount:default:nobody"
+	if err := checkAccess(ctx, dynamic.NewForConfigOrDie(nobody), "petrel-system"); err == nil || !strings.Contains(err.Error(), "forbidden: the agent's RBAC is missing") {
+		t.Fatalf("no RBAC: %v", err)
+	}
 	k := startSource(t, ctx, s, "node1")
 	cidrs, ip, ok := k.thisNode()
 	if !ok || fmt.Sprint(cidrs) != "[10.244.1.0/24 fd00:10:244:1::/64]" || ip.String() != "10.99.1.2" {

@@ -37,7 +37,7 @@ func RunKubernetes(ctx context.Context, c *Config, restCfg *rest.Config, nodeNam
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	if err := checkCRDs(ctx, dyn); err != nil {
+	if err := checkAccess(ctx, dyn, Namespace()); err != nil {
 		return err
 	}
 	loop := runner.New(minSyncInterval, time.Duration(c.ResyncInterval))
@@ -102,15 +102,34 @@ func RunKubernetes(ctx context.Context, c *Config, restCfg *rest.Config, nodeNam
 // exit; the restarted agent takes the new CIDRs.
 var errPodCIDRsChanged = errors.New("this node's spec.podCIDRs changed")
 
-// checkCRDs fails early, with the fix, when Petrel's CRDs are missing.
-func checkCRDs(ctx context.Context, dyn dynamic.Interface) error {
-	for _, gvr := range []schema.GroupVersionResource{bgpPeersGVR, bgpConfigsGVR} {
-		_, err := dyn.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
-		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("%s: the CRD is not installed (kubectl apply -f manifests/petrel.yaml)", gvr.GroupResource())
+// checkAccess fails early, naming the fix, when Petrel's CRDs are missing
+// or the agent may not read what it watches: otherwise an informer would
+// wait for its first list forever.
+func checkAccess(ctx context.Context, dyn dynamic.Interface, namespace string) error {
+	for _, r := range []struct {
+		gvr schema.GroupVersionResource
+		ns  string
+	}{
+		{bgpPeersGVR, ""}, {bgpConfigsGVR, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "nodes"}, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "pods"}, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, ""},
+		{schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"}, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, namespace},
+	} {
+		_, err := dyn.Resource(r.gvr).Namespace(r.ns).List(ctx, metav1.ListOptions{Limit: 1})
+		where := r.gvr.GroupResource().String()
+		if r.ns != "" {
+			where += " in namespace " + r.ns
 		}
-		if err != nil {
-			return fmt.Errorf("list %s: %w", gvr.GroupResource(), err)
+		switch {
+		case err == nil:
+		case apierrors.IsNotFound(err) && r.gvr.Group == CRDGroup:
+			return fmt.Errorf("%s: the CRD is not installed (kubectl apply -f manifests/petrel.yaml)", where)
+		case apierrors.IsForbidden(err):
+			return fmt.Errorf("list %s: forbidden: the agent's RBAC is missing or outdated (kubectl apply -f manifests/petrel.yaml): %w", where, err)
+		default:
+			return fmt.Errorf("list %s: %w", where, err)
 		}
 	}
 	return nil

@@ -60,7 +60,7 @@ func TestManifestRBAC(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	dyn := dynamic.NewForConfigOrDie(cfg)
 	eventually(t, "CRDs served to the agent", "", func() string {
-		if err := checkCRDs(ctx, dyn); err != nil {
+		if err := checkAccess(ctx, dyn, "petrel-system"); err != nil {
 			return err.Error()
 		}
 		return ""
