@@ -310,8 +310,17 @@ logLevel: debug
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
 	}
+	// Each node its own kubeconfig, as each host has its own.
+	kc, err := os.ReadFile(l.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(n.Dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		return err
+	}
 	p, err := StartProc(n.NS, filepath.Join(n.Dir, "agent.log"), "env", "NODE_NAME="+n.Name,
-		l.AgentBin, "--config", path, "--kubeconfig", l.Kubeconfig)
+		l.AgentBin, "--config", path, "--kubeconfig", kubeconfig)
 	if err != nil {
 		return err
 	}
