@@ -116,9 +116,9 @@ func (a *agent) sync(ctx context.Context) error {
 	var viewErr error
 	if a.cluster != nil {
 		view, viewErr = a.cluster(ctx)
-		if err := a.reconfigure(ctx, a.clusterBGP(view)); err != nil {
-			return errors.Join(viewErr, err)
-		}
+		// A speaker that cannot take the cluster's settings keeps the old
+		// ones; routes and policy are synced all the same.
+		viewErr = errors.Join(viewErr, a.reconfigure(ctx, a.clusterBGP(view)))
 		a.speaker.SetCommunities(view.communities)
 	}
 	learned, err := a.speaker.Routes()
