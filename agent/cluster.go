@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/petrelnet/petrel/bgp"
 )
@@ -36,7 +37,7 @@ type clusterView struct {
 
 // verdict is whether the agent can use an object, and why not.
 type verdict struct {
-	gvr string
+	gvr schema.GroupVersionResource
 	obj *unstructured.Unstructured
 	err error
 }
@@ -64,7 +65,7 @@ func (k *kubeSource) view(fileASN uint32) (clusterView, error) {
 	defer func() { k.last = v }()
 	v.podCIDRs = podCIDRs(me)
 	spec := k.bgpConfiguration(&v)
-	clusterASN := cmp(spec.ASN, fileASN, DefaultASN)
+	clusterASN := firstNonZero(spec.ASN, fileASN, DefaultASN)
 	v.asn = nodeASN(me, clusterASN)
 	v.communities, _ = spec.communities() // checked in bgpConfiguration
 	var errs []error
@@ -75,7 +76,7 @@ func (k *kubeSource) view(fileASN uint32) (clusterView, error) {
 	return v, errors.Join(errs...)
 }
 
-func cmp(vs ...uint32) uint32 {
+func firstNonZero(vs ...uint32) uint32 {
 	for _, v := range vs {
 		if v != 0 {
 			return v
@@ -93,7 +94,7 @@ func (k *kubeSource) bgpConfiguration(v *clusterView) BGPConfigurationSpec {
 	for _, o := range objs {
 		u := o.(*unstructured.Unstructured)
 		if u.GetName() != DefaultBGPConfiguration {
-			v.verdicts = append(v.verdicts, verdict{gvr: "bgpconfigurations", obj: u,
+			v.verdicts = append(v.verdicts, verdict{gvr: bgpConfigsGVR, obj: u,
 				err: fmt.Errorf("ignored: only the BGPConfiguration named %q is used", DefaultBGPConfiguration)})
 			continue
 		}
@@ -103,7 +104,7 @@ func (k *kubeSource) bgpConfiguration(v *clusterView) BGPConfigurationSpec {
 		if err == nil {
 			err = spec.check()
 		}
-		v.verdicts = append(v.verdicts, verdict{gvr: "bgpconfigurations", obj: u, err: err})
+		v.verdicts = append(v.verdicts, verdict{gvr: bgpConfigsGVR, obj: u, err: err})
 		if err == nil {
 			k.goodConfig = spec
 		}
@@ -189,7 +190,7 @@ func (k *kubeSource) bgpPeers(v *clusterView, me *corev1.Node) error {
 		name := u.GetName()
 		seen[name] = true
 		g, err := k.decodePeer(u)
-		v.verdicts = append(v.verdicts, verdict{gvr: "bgppeers", obj: u, err: err})
+		v.verdicts = append(v.verdicts, verdict{gvr: bgpPeersGVR, obj: u, err: err})
 		if err == nil {
 			k.goodPeers[name] = g
 		}

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -65,6 +66,8 @@ func peersOf(k *kubeSource) string {
 	return out
 }
 
+var gvrs = map[string]schema.GroupVersionResource{"bgppeers": bgpPeersGVR, "bgpconfigurations": bgpConfigsGVR}
+
 func object(kind, name string, spec map[string]any) *unstructured.Unstructured {
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": CRDGroup + "/" + CRDVersion, "kind": kind,
@@ -105,7 +108,7 @@ func TestPetrelObjects(t *testing.T) {
 	bgpPeers := dyn.Resource(bgpPeersGVR)
 	create := func(u *unstructured.Unstructured) {
 		t.Helper()
-		if _, err := dyn.Resource(gvrOf(strings.ToLower(u.GetKind())+"s")).Create(ctx, u, metav1.CreateOptions{}); err != nil {
+		if _, err := dyn.Resource(gvrs[strings.ToLower(u.GetKind())+"s"]).Create(ctx, u, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -186,7 +189,7 @@ func TestPetrelObjects(t *testing.T) {
 
 // accepted renders an object's Accepted condition: status, reason, message.
 func accepted(t *testing.T, dyn dynamic.Interface, resource, name string) string {
-	u, err := dyn.Resource(gvrOf(resource)).Get(context.Background(), name, metav1.GetOptions{})
+	u, err := dyn.Resource(gvrs[resource]).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		return err.Error()
 	}

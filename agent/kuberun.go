@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -46,8 +48,11 @@ func RunKubernetes(ctx context.Context, c *Config, restCfg *rest.Config, nodeNam
 		return err
 	}
 	var node *corev1.Node
+	var cidrs []netip.Prefix
 	for logged := false; ; {
-		cidrs, ip, ok := src.thisNode()
+		var ip netip.Addr
+		var ok bool
+		cidrs, ip, ok = src.thisNode()
 		if ok {
 			c.NodeName, c.RouterID, c.PodCIDRs = nodeName, ip.String(), nil
 			for _, p := range cidrs {
@@ -81,8 +86,8 @@ func RunKubernetes(ctx context.Context, c *Config, restCfg *rest.Config, nodeNam
 	a := &agent{cfg: c, log: log, metrics: newAgentMetrics(),
 		cluster: func(ctx context.Context) (clusterView, error) {
 			v, err := src.view(fileASN)
-			if len(v.podCIDRs) > 0 && fmt.Sprint(v.podCIDRs) != fmt.Sprint(c.PodCIDRs) {
-				exit(fmt.Errorf("%w: %v, was %v: exiting to start again with them", errPodCIDRsChanged, v.podCIDRs, c.PodCIDRs))
+			if len(v.podCIDRs) > 0 && !slices.Equal(v.podCIDRs, cidrs) {
+				exit(fmt.Errorf("%w: %v, was %v: exiting to start again with them", errPodCIDRsChanged, v.podCIDRs, cidrs))
 			}
 			return v, errors.Join(err, rep.report(ctx, v.verdicts))
 		},

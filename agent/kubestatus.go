@@ -12,7 +12,6 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -76,7 +75,7 @@ func (r *reporter) report(ctx context.Context, verdicts []verdict) error {
 		}
 		obj := v.obj.DeepCopy()
 		obj.Object["status"] = m
-		_, err = r.dyn.Resource(gvrOf(v.gvr)).UpdateStatus(ctx, obj, metav1.UpdateOptions{})
+		_, err = r.dyn.Resource(v.gvr).UpdateStatus(ctx, obj, metav1.UpdateOptions{})
 		switch {
 		case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
 			continue // another agent wrote first, or it is gone: the next sync sees it
@@ -93,14 +92,7 @@ func (r *reporter) report(ctx context.Context, verdicts []verdict) error {
 	return errors.Join(errs...)
 }
 
-func gvrOf(resource string) schema.GroupVersionResource {
-	if resource == bgpPeersGVR.Resource {
-		return bgpPeersGVR
-	}
-	return bgpConfigsGVR
-}
-
-// sessions sends an Event on this Node when a session comes up or goes
+// sessionEvents sends an Event on this Node when a session comes up or goes
 // down.
 func (r *reporter) sessionEvents(states, sources map[netip.Addr]string) {
 	for addr, st := range states {

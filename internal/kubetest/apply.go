@@ -33,13 +33,7 @@ func (s *Server) RestConfig() *rest.Config {
 // user's permissions.
 func (s *Server) KubeconfigAs(user string) (string, error) {
 	path := filepath.Join(s.dir, "kubeconfig-as-"+strings.NewReplacer(":", "_", "/", "_").Replace(user))
-	body := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: test, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: %q, as: %q}}]
-contexts: [{name: test, context: {cluster: test, user: u}}]
-current-context: test
-`, s.URL, s.Token, user)
+	body := s.kubeconfig(user)
 	return path, os.WriteFile(path, []byte(body), 0o600)
 }
 

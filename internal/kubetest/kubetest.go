@@ -181,19 +181,28 @@ func (s *Server) writeFiles() error {
 		"tokens": s.Token + ",admin,admin-uid,system:masters\n",
 	}
 	s.Kubeconfig = filepath.Join(s.dir, "kubeconfig")
-	files["kubeconfig"] = fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: test, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: admin, user: {token: %q}}]
-contexts: [{name: test, context: {cluster: test, user: admin}}]
-current-context: test
-`, s.URL, s.Token)
+	files["kubeconfig"] = s.kubeconfig("")
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(s.dir, name), []byte(body), 0o600); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// kubeconfig is a kubeconfig of the admin, impersonating as when not empty.
+func (s *Server) kubeconfig(as string) string {
+	user := fmt.Sprintf("token: %q", s.Token)
+	if as != "" {
+		user += fmt.Sprintf(", as: %q", as)
+	}
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {%s}}]
+contexts: [{name: test, context: {cluster: test, user: u}}]
+current-context: test
+`, s.URL, user)
 }
 
 // proc is a server process and a channel closed when it has exited.

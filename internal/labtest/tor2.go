@@ -29,19 +29,14 @@ func (l *TorLab) buildTor2() error {
 	var neighbors strings.Builder
 	for _, n := range l.Nodes {
 		ifName := fmt.Sprintf("eth%d", n.Idx)
-		for _, s := range []struct {
-			ns   netnstest.NS
-			args []string
-		}{
-			{netnstest.NS{}, []string{"link", "add", ifName, "netns", l.Tor2.Name, "type", "veth", "peer", "name", "eth2", "netns", n.NS.Name}},
-			{l.Tor2, []string{"addr", "add", n.Tor2Addr() + "/24", "dev", ifName}},
-			{l.Tor2, []string{"link", "set", ifName, "up"}},
-			{n.NS, []string{"addr", "add", n.Addr2() + "/24", "dev", "eth2"}},
-			{n.NS, []string{"link", "set", "eth2", "up"}},
-		} {
-			if err := Run(s.ns, "ip", s.args...); err != nil {
-				return err
-			}
+		if err := runIP(
+			at(netnstest.NS{}, "link", "add", ifName, "netns", l.Tor2.Name, "type", "veth", "peer", "name", "eth2", "netns", n.NS.Name),
+			at(l.Tor2, "addr", "add", n.Tor2Addr()+"/24", "dev", ifName),
+			at(l.Tor2, "link", "set", ifName, "up"),
+			at(n.NS, "addr", "add", n.Addr2()+"/24", "dev", "eth2"),
+			at(n.NS, "link", "set", "eth2", "up"),
+		); err != nil {
+			return err
 		}
 		a := n.Addr2()
 		fmt.Fprintf(&neighbors, " neighbor %s remote-as %d\n neighbor %s timers 3 9\n neighbor %s timers connect 1\n neighbor %s bfd\n", a, n.ASN(), a, a, a)

@@ -91,6 +91,24 @@ func Run(ns netnstest.NS, name string, args ...string) error {
 	return nil
 }
 
+// ipStep is one `ip` command in a namespace (the caller's own when zero).
+type ipStep struct {
+	ns   netnstest.NS
+	args []string
+}
+
+func at(ns netnstest.NS, args ...string) ipStep { return ipStep{ns, args} }
+
+// runIP runs the steps in order and stops at the first failure.
+func runIP(steps ...ipStep) error {
+	for _, s := range steps {
+		if err := Run(s.ns, "ip", s.args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func routerSysctls(ns netnstest.NS) error {
 	for _, kv := range []string{"net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv6.conf.all.forwarding=1"} {
 		if err := Run(ns, "sysctl", "-qw", kv); err != nil {
@@ -139,35 +157,22 @@ func (l *TorLab) buildMgmt() error {
 	if l.Mgmt, err = l.newNS("mgmt"); err != nil {
 		return err
 	}
-	for _, args := range [][]string{
-		{"link", "add", "br0", "type", "bridge"}, {"link", "set", "br0", "up"},
-		{"addr", "add", MgmtHost + "/24", "dev", "br0"},
-	} {
-		if err := Run(l.Mgmt, "ip", args...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return runIP(
+		at(l.Mgmt, "link", "add", "br0", "type", "bridge"), at(l.Mgmt, "link", "set", "br0", "up"),
+		at(l.Mgmt, "addr", "add", MgmtHost+"/24", "dev", "br0"),
+	)
 }
 
 // linkMgmt connects a node's eth0 to the management bridge.
 func (l *TorLab) linkMgmt(n *Node) error {
 	port := fmt.Sprintf("m%d", n.Idx)
-	for _, s := range []struct {
-		ns   netnstest.NS
-		args []string
-	}{
-		{netnstest.NS{}, []string{"link", "add", port, "netns", l.Mgmt.Name, "type", "veth", "peer", "name", "eth0", "netns", n.NS.Name}},
-		{l.Mgmt, []string{"link", "set", port, "master", "br0"}},
-		{l.Mgmt, []string{"link", "set", port, "up"}},
-		{n.NS, []string{"addr", "add", n.MgmtAddr() + "/24", "dev", "eth0"}},
-		{n.NS, []string{"link", "set", "eth0", "up"}},
-	} {
-		if err := Run(s.ns, "ip", s.args...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return runIP(
+		at(netnstest.NS{}, "link", "add", port, "netns", l.Mgmt.Name, "type", "veth", "peer", "name", "eth0", "netns", n.NS.Name),
+		at(l.Mgmt, "link", "set", port, "master", "br0"),
+		at(l.Mgmt, "link", "set", port, "up"),
+		at(n.NS, "addr", "add", n.MgmtAddr()+"/24", "dev", "eth0"),
+		at(n.NS, "link", "set", "eth0", "up"),
+	)
 }
 
 func (l *TorLab) build(nodes int, kube bool) error {
@@ -189,20 +194,15 @@ func (l *TorLab) build(nodes int, kube bool) error {
 	if l.External, err = l.newNS("external"); err != nil {
 		return err
 	}
-	for _, s := range []struct {
-		ns   netnstest.NS
-		args []string
-	}{
-		{netnstest.NS{}, []string{"link", "add", "ext0", "netns", l.Tor.Name, "type", "veth", "peer", "name", "eth0", "netns", l.External.Name}},
-		{l.Tor, []string{"addr", "add", "10.100.0.1/24", "dev", "ext0"}},
-		{l.Tor, []string{"link", "set", "ext0", "up"}},
-		{l.External, []string{"addr", "add", "10.100.0.2/24", "dev", "eth0"}},
-		{l.External, []string{"link", "set", "eth0", "up"}},
-		{l.External, []string{"route", "add", "10.99.0.0/16", "via", "10.100.0.1"}},
-	} {
-		if err := Run(s.ns, "ip", s.args...); err != nil {
-			return err
-		}
+	if err := runIP(
+		at(netnstest.NS{}, "link", "add", "ext0", "netns", l.Tor.Name, "type", "veth", "peer", "name", "eth0", "netns", l.External.Name),
+		at(l.Tor, "addr", "add", "10.100.0.1/24", "dev", "ext0"),
+		at(l.Tor, "link", "set", "ext0", "up"),
+		at(l.External, "addr", "add", "10.100.0.2/24", "dev", "eth0"),
+		at(l.External, "link", "set", "eth0", "up"),
+		at(l.External, "route", "add", "10.99.0.0/16", "via", "10.100.0.1"),
+	); err != nil {
+		return err
 	}
 	if kube {
 		if err := l.buildMgmt(); err != nil {
@@ -216,24 +216,18 @@ func (l *TorLab) build(nodes int, kube bool) error {
 			return err
 		}
 		ifName := fmt.Sprintf("eth%d", i)
-		steps := []struct {
-			ns   netnstest.NS
-			args []string
-		}{
-			{netnstest.NS{}, []string{"link", "add", ifName, "netns", l.Tor.Name, "type", "veth", "peer", "name", "eth1", "netns", n.NS.Name}},
-			{l.Tor, []string{"addr", "add", n.TorAddr() + "/24", "dev", ifName}},
-			{l.Tor, []string{"addr", "add", n.TorAddr6() + "/64", "dev", ifName, "nodad"}},
-			{l.Tor, []string{"link", "set", ifName, "up"}},
-			{n.NS, []string{"addr", "add", n.Addr() + "/24", "dev", "eth1"}},
-			{n.NS, []string{"addr", "add", n.Addr6() + "/64", "dev", "eth1", "nodad"}},
-			{n.NS, []string{"link", "set", "eth1", "up"}},
-			{n.NS, []string{"route", "add", "default", "via", n.TorAddr()}},
-			{n.NS, []string{"-6", "route", "add", "default", "via", n.TorAddr6()}},
-		}
-		for _, s := range steps {
-			if err := Run(s.ns, "ip", s.args...); err != nil {
-				return err
-			}
+		if err := runIP(
+			at(netnstest.NS{}, "link", "add", ifName, "netns", l.Tor.Name, "type", "veth", "peer", "name", "eth1", "netns", n.NS.Name),
+			at(l.Tor, "addr", "add", n.TorAddr()+"/24", "dev", ifName),
+			at(l.Tor, "addr", "add", n.TorAddr6()+"/64", "dev", ifName, "nodad"),
+			at(l.Tor, "link", "set", ifName, "up"),
+			at(n.NS, "addr", "add", n.Addr()+"/24", "dev", "eth1"),
+			at(n.NS, "addr", "add", n.Addr6()+"/64", "dev", "eth1", "nodad"),
+			at(n.NS, "link", "set", "eth1", "up"),
+			at(n.NS, "route", "add", "default", "via", n.TorAddr()),
+			at(n.NS, "-6", "route", "add", "default", "via", n.TorAddr6()),
+		); err != nil {
+			return err
 		}
 		if err := routerSysctls(n.NS); err != nil {
 			return err
