@@ -3,24 +3,19 @@ package agent
 import (
 	"net/netip"
 	"path/filepath"
-	"slices"
+	"reflect"
 	"time"
 
 	"github.com/petrelnet/petrel/cni"
+	"github.com/petrelnet/petrel/internal/runner"
 	"github.com/petrelnet/petrel/ipam"
 	"github.com/petrelnet/petrel/policy"
 )
 
-// policyState is the agent's side of nftables: where the input comes from
-// and what was last compiled.
+// policyState is the loop's side of nftables: the last input compiled.
 type policyState struct {
 	compiler *policy.Compiler
-	syncer   *policy.Syncer
-	dir      *policyDir // nil without policyDir
-	noMasq   []netip.Prefix
-	lastFull time.Time
-	last     *policy.Desired
-	pending  []policy.Pod
+	last     *policy.Input // nil until the first sync succeeds
 	// The IPAM store is read only when its file changed: every read takes
 	// the lock that concurrent CNI ADDs wait on.
 	storeStamp string
@@ -28,47 +23,29 @@ type policyState struct {
 }
 
 // syncPolicy compiles and applies masquerade and NetworkPolicy. It
-// recompiles only when the input changed, and replaces the whole table once
-// per resync interval, which repairs any drift (a table flushed by hand).
-func (a *agent) syncPolicy() error {
-	ps := a.policy
-	in := policy.Input{Masquerade: *a.cfg.Masquerade, PodCIDRs: a.bgpCfg.PodCIDRs, NoMasquerade: ps.noMasq}
-	changed := ps.last == nil
-	if a.kubePolicy != nil {
-		kin, err := a.kubePolicy()
-		if err != nil {
-			a.log.Warn("some NetworkPolicies are not applied", "err", err)
-		}
-		in.Namespaces, in.Pods, in.Policies = kin.Namespaces, kin.Pods, kin.Policies
-		changed = true // the compiler's cache makes an unchanged cluster cheap
-	}
-	if ps.dir != nil {
-		var dirChanged bool
-		in.Namespaces, in.Pods, in.Policies, dirChanged = ps.dir.load()
-		changed = changed || dirChanged
-	}
+// recompiles only when the input changed or at a resync; the Firewall
+// decides whether that replaces its table or changes only what differs.
+func (a *agent) syncPolicy(snap Snapshot, pods []netip.Prefix, resync bool) error {
+	ps := &a.policy
+	noMasq, _ := a.cfg.NoMasquerade() // validated at load
+	in := policy.Input{Masquerade: *a.cfg.Masquerade, PodCIDRs: pods, NoMasquerade: noMasq,
+		Namespaces: snap.Namespaces, Pods: snap.Pods, Policies: snap.Policies}
 	in.Pending = a.pendingPods(in.Pods)
-	if !podsEqual(in.Pending, ps.pending) {
-		changed = true
-	}
-	full := time.Since(ps.lastFull) >= time.Duration(a.cfg.ResyncInterval)
-	if !changed && !full {
+	if !resync && ps.last != nil && reflect.DeepEqual(in, *ps.last) {
 		return nil
 	}
-	d := ps.last
-	if changed || d == nil {
-		d = ps.compiler.Compile(in)
+	if ps.compiler == nil {
+		ps.compiler = policy.NewCompiler()
 	}
+	d := ps.compiler.Compile(in)
 	start := time.Now()
-	if err := ps.syncer.Sync(d, full); err != nil {
+	if err := a.dp.Firewall.Sync(d); err != nil {
+		ps.last = nil
 		return err
 	}
 	a.metrics.policySync.Observe(time.Since(start).Seconds())
-	a.log.Debug("policy synced", "full", full, "took", time.Since(start), "policies", len(in.Policies), "pods", len(in.Pods))
-	ps.last, ps.pending = d, in.Pending
-	if full {
-		ps.lastFull = time.Now()
-	}
+	a.log.Debug("policy synced", "took", time.Since(start), "policies", len(in.Policies), "pods", len(in.Pods))
+	ps.last = &in
 	return nil
 }
 
@@ -102,17 +79,11 @@ func (a *agent) pendingPods(known []policy.Pod) []policy.Pod {
 	return out
 }
 
-func podsEqual(a, b []policy.Pod) bool {
-	return slices.EqualFunc(a, b, func(x, y policy.Pod) bool {
-		return x.Namespace == y.Namespace && x.Name == y.Name && slices.Equal(x.IPs, y.IPs)
-	})
-}
-
 // allocations are the local pods' addresses from the IPAM store, re-read
 // only when the store file changed.
 func (a *agent) allocations() []ipam.Allocation {
-	ps := a.policy
-	st := fileStamp(filepath.Join(a.cfg.DataDir, ipam.StoreFile))()
+	ps := &a.policy
+	st := runner.FileStamp(filepath.Join(a.cfg.DataDir, ipam.StoreFile))()
 	if st == ps.storeStamp {
 		return ps.allocs
 	}

@@ -10,16 +10,6 @@ import (
 	"github.com/petrelnet/petrel/bgp"
 )
 
-// clusterBGP is the config file's speaker settings with the cluster's AS
-// and route reflector role.
-func (a *agent) clusterBGP(v clusterView) bgp.Config {
-	c := a.baseBGP
-	c.ASN = v.asn
-	c.RouteReflector = c.RouteReflector || v.routeReflector
-	c.ClusterID = v.clusterID
-	return c
-}
-
 // reconfigure replaces the speaker when its global settings change (the
 // AS, the route reflector role): BGP cannot change them on a running
 // session. Every session restarts: learned routes leave the kernel at the
@@ -31,36 +21,33 @@ func (a *agent) reconfigure(ctx context.Context, want bgp.Config) error {
 		return nil
 	}
 	if err := want.Validate(); err != nil {
-		return fmt.Errorf("bgp settings from the cluster: %w", err)
+		return fmt.Errorf("bgp settings: %w", err)
 	}
 	a.log.Info("bgp settings changed, restarting the speaker", "asn", want.ASN, "routeReflector", want.RouteReflector, "was", a.bgpCfg.ASN)
+	old := a.bgpCfg
 	a.speaker.Stop()
-	sp, err := bgp.New(ctx, want, a.log.With("component", "bgp"), a.poke)
-	if err != nil {
-		// Back to the settings that worked, so that the node keeps its peers.
-		sp, err2 := bgp.New(ctx, a.bgpCfg, a.log.With("component", "bgp"), a.poke)
-		if err2 != nil {
-			return fmt.Errorf("start bgp with %+v: %w; and again with the previous settings: %v", want, err, err2)
-		}
-		a.speaker = sp
-		a.current.Store(sp)
-		return fmt.Errorf("start bgp with the cluster's settings: %w", err)
+	err := a.startSpeaker(ctx, want)
+	if err == nil {
+		return nil
 	}
-	a.speaker, a.bgpCfg = sp, want
-	a.current.Store(sp)
-	return nil
+	// Back to the settings that worked, so that the node keeps its peers.
+	if err2 := a.startSpeaker(ctx, old); err2 != nil {
+		return fmt.Errorf("start bgp with %+v: %w; and again with the previous settings: %v", want, err, err2)
+	}
+	return fmt.Errorf("start bgp with the new settings: %w", err)
 }
 
-// speakerCollector exports the current speaker's GoBGP metrics; the
-// speaker may be replaced while the registry keeps this collector.
+// speakerCollector exports the current speaker's metrics; the speaker may
+// be replaced while the registry keeps this collector.
 type speakerCollector struct {
-	cur interface{ Load() *bgp.Speaker }
+	cur  interface{ Load() *Speaker }
+	from func(Speaker) prometheus.Collector
 }
 
 func (speakerCollector) Describe(chan<- *prometheus.Desc) {} // unchecked: the peer set varies
 
 func (c speakerCollector) Collect(ch chan<- prometheus.Metric) {
 	if s := c.cur.Load(); s != nil {
-		s.Collector().Collect(ch)
+		c.from(*s).Collect(ch)
 	}
 }

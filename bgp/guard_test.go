@@ -10,6 +10,8 @@ import (
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+
+	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
 // In a node mesh each node may announce only its own pod CIDRs: c also
@@ -27,7 +29,7 @@ func TestMeshGuardAcceptsANodesCIDROnlyFromThatNode(t *testing.T) {
 		if guard {
 			pb.Accept, pc.Accept = b.pods[:1], c.pods[:1]
 		}
-		if _, err := a.sp.Set(context.Background(), []Peer{pb, pc}, a.pods); err != nil {
+		if _, err := a.sp.Set(context.Background(), []Peer{pb, pc}, Adverts{Prefixes: a.pods}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -53,12 +55,12 @@ func TestCommunitiesOnAnnouncements(t *testing.T) {
 	b.routesBecome("10.244.1.0/24 via 127.0.0.14")
 	c1, _ := ParseCommunity("65000:100")
 	c2, _ := ParseCommunity("64512:7")
-	a.sp.SetCommunities([]uint32{c1, c2})
+	a.communities = []uint32{c1, c2}
 	a.set(b)
-	waitFor(t, "b sees a's communities", func() bool { return communitiesFrom(t, b.sp) == "65000:100 64512:7" })
-	a.sp.SetCommunities(nil)
+	wait.Until(t, 20*time.Second, "b sees a's communities", func() bool { return communitiesFrom(t, b.sp) == "65000:100 64512:7" })
+	a.communities = nil
 	a.set(b)
-	waitFor(t, "communities removed", func() bool { return communitiesFrom(t, b.sp) == "" })
+	wait.Until(t, 20*time.Second, "communities removed", func() bool { return communitiesFrom(t, b.sp) == "" })
 	if _, err := ParseCommunity("65536:1"); err == nil {
 		t.Fatal("65536:1 accepted")
 	}
@@ -84,14 +86,4 @@ func communitiesFrom(t *testing.T, s *Speaker) string {
 		t.Fatal(err)
 	}
 	return strings.Join(out, " ")
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if ok() {
-			return
-		}
-	}
-	t.Fatalf("timed out: %s", what)
 }

@@ -3,13 +3,32 @@ package bgp
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
-
-	"github.com/petrelnet/petrel/bgp/fib"
 )
+
+// Route is a learned route for the kernel: a prefix and its next hops (one,
+// or several for ECMP). The agent hands it to the route programmer.
+type Route struct {
+	Prefix   netip.Prefix
+	NextHops []netip.Addr
+}
+
+// String renders the route the way `ip route` prints it.
+func (r Route) String() string {
+	if len(r.NextHops) == 1 {
+		return r.Prefix.String() + " via " + r.NextHops[0].String()
+	}
+	var b strings.Builder
+	b.WriteString(r.Prefix.String())
+	for _, nh := range r.NextHops {
+		b.WriteString(" nexthop via " + nh.String())
+	}
+	return b.String()
+}
 
 // candidate is what route selection needs of a path.
 type candidate struct {
@@ -22,24 +41,24 @@ type candidate struct {
 // best path learned from a peer is a next hop (GoBGP marks all equal-cost
 // paths best when multipath is on), so several make an ECMP route. A prefix
 // whose best path is our own, or that has no usable next hop, gets none.
-func selectRoute(prefix netip.Prefix, paths []candidate) (fib.Route, bool) {
+func selectRoute(prefix netip.Prefix, paths []candidate) (Route, bool) {
 	var nhs []netip.Addr
 	for _, p := range paths {
 		if !p.best {
 			continue
 		}
 		if p.local {
-			return fib.Route{}, false
+			return Route{}, false
 		}
 		if p.nextHop.IsValid() && !p.nextHop.IsUnspecified() && p.nextHop.Is4() == prefix.Addr().Is4() {
 			nhs = append(nhs, p.nextHop)
 		}
 	}
 	if len(nhs) == 0 {
-		return fib.Route{}, false
+		return Route{}, false
 	}
 	slices.SortFunc(nhs, netip.Addr.Compare)
-	return fib.Route{Prefix: prefix, NextHops: slices.Compact(nhs)}, true
+	return Route{Prefix: prefix, NextHops: slices.Compact(nhs)}, true
 }
 
 // rib mirrors GoBGP's multipath best-path sets from the best-path events:
@@ -84,9 +103,9 @@ func (r *rib) apply(paths []*apiutil.Path) {
 
 // Routes returns the kernel routes for what the speaker has learned, both
 // families, sorted by prefix.
-func (s *Speaker) Routes() ([]fib.Route, error) {
+func (s *Speaker) Routes() ([]Route, error) {
 	s.rib.mu.Lock()
-	out := make([]fib.Route, 0, len(s.rib.set))
+	out := make([]Route, 0, len(s.rib.set))
 	for prefix, set := range s.rib.set {
 		cs := make([]candidate, 0, len(set))
 		for _, c := range set {
@@ -97,7 +116,7 @@ func (s *Speaker) Routes() ([]fib.Route, error) {
 		}
 	}
 	s.rib.mu.Unlock()
-	slices.SortFunc(out, func(a, b fib.Route) int {
+	slices.SortFunc(out, func(a, b Route) int {
 		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
 			return c
 		}

@@ -152,12 +152,19 @@ type Changes struct {
 	PeersAdded, PeersRemoved, PathsAdded, PathsRemoved int
 }
 
+// Adverts are this node's own announcements: its prefixes, each tagged with
+// the standard communities (RFC 1997).
+type Adverts struct {
+	Prefixes    []netip.Prefix
+	Communities []uint32
+}
+
 // Set makes the speaker originate exactly adverts and peer with exactly
 // peers. It is idempotent: a second call with the same input changes
 // nothing (a changed peer is replaced, which resets its session). Paths go in before peers, so a restarted node
 // announces its prefixes in the first UPDATEs, before End-of-RIB, and
 // peers holding its routes as stale never see them withdrawn.
-func (s *Speaker) Set(ctx context.Context, peers []Peer, adverts []netip.Prefix) (Changes, error) {
+func (s *Speaker) Set(ctx context.Context, peers []Peer, adverts Adverts) (Changes, error) {
 	want := map[netip.Addr]Peer{}
 	for _, p := range peers {
 		if err := p.Validate(); err != nil {
@@ -222,9 +229,10 @@ func (s *Speaker) deletePeer(ctx context.Context, addr netip.Addr) error {
 	return nil
 }
 
-func (s *Speaker) setAdverts(adverts []netip.Prefix, c *Changes) error {
+func (s *Speaker) setAdverts(adverts Adverts, c *Changes) error {
+	s.communities = slices.Clone(adverts.Communities)
 	want := map[netip.Prefix]bool{}
-	for _, p := range adverts {
+	for _, p := range adverts.Prefixes {
 		want[p.Masked()] = true
 	}
 	var add, del []*apiutil.Path
@@ -264,18 +272,10 @@ func (s *Speaker) setAdverts(adverts []netip.Prefix, c *Changes) error {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("originate %v: %w", adverts, err)
+		return fmt.Errorf("originate %v: %w", adverts.Prefixes, err)
 	}
 	s.originatedWith = s.communities
 	return nil
-}
-
-// SetCommunities sets the standard communities (RFC 1997) of this node's
-// announcements; the next Set announces them again with these.
-func (s *Speaker) SetCommunities(cs []uint32) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.communities = slices.Clone(cs)
 }
 
 // ParseCommunity reads a standard community written as "AS:VALUE".

@@ -14,8 +14,6 @@ import (
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
-
-	"github.com/petrelnet/petrel/bgp/fib"
 )
 
 // Speakers in one process talk over loopback: each listens on its own
@@ -24,11 +22,12 @@ import (
 var testPort = int32(20000 + rand.IntN(20000))
 
 type node struct {
-	t    *testing.T
-	addr netip.Addr
-	asn  uint32
-	sp   *Speaker
-	pods []netip.Prefix
+	t           *testing.T
+	addr        netip.Addr
+	asn         uint32
+	sp          *Speaker
+	pods        []netip.Prefix
+	communities []uint32 // on its announcements
 }
 
 func startNode(t *testing.T, addr string, asn uint32, pods []string, cluster ...string) *node {
@@ -66,14 +65,14 @@ func (n *node) set(peers ...*node) Changes {
 	for _, o := range peers {
 		ps = append(ps, n.peerOf(o))
 	}
-	c, err := n.sp.Set(context.Background(), ps, n.pods)
+	c, err := n.sp.Set(context.Background(), ps, Adverts{Prefixes: n.pods, Communities: n.communities})
 	if err != nil {
 		n.t.Fatal(err)
 	}
 	return c
 }
 
-func render(rs []fib.Route) string {
+func render(rs []Route) string {
 	var out []string
 	for _, r := range rs {
 		out = append(out, r.String())
@@ -157,7 +156,7 @@ func TestSetRejectsBadPeers(t *testing.T) {
 		"fractional":     {Address: netip.MustParseAddr("127.0.0.7"), ASN: 1, ConnectRetry: 1500 * time.Millisecond},
 		"family":         {Address: netip.MustParseAddr("127.0.0.7"), ASN: 1, LocalAddress: netip.MustParseAddr("::1")},
 	} {
-		if _, err := a.sp.Set(context.Background(), []Peer{p}, nil); err == nil {
+		if _, err := a.sp.Set(context.Background(), []Peer{p}, Adverts{}); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -248,7 +247,7 @@ func learned(t *testing.T, s *Speaker) string {
 // listedRoutes computes the routes from GoBGP's own table, the slow way
 // Routes avoids: the mirror kept from events must agree with it.
 func listedRoutes(t *testing.T, s *Speaker) string {
-	var out []fib.Route
+	var out []Route
 	for _, fam := range []bgp.Family{bgp.RF_IPv4_UC, bgp.RF_IPv6_UC} {
 		err := s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: fam}, func(n bgp.NLRI, ps []*apiutil.Path) {
 			var cs []candidate

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrelnet/petrel/internal/labtest"
-	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/labtest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 )
 
 // TestCnitoolPortmapChain drives Petrel through a real runtime client:

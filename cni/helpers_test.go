@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/petrelnet/petrel/cni"
-	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 	"github.com/petrelnet/petrel/internal/rtproto"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 	"github.com/petrelnet/petrel/ipam"
 )
 

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/petrelnet/petrel/internal/policycases"
+	"github.com/petrelnet/petrel/internal/testkit/policycases"
 	. "github.com/petrelnet/petrel/policy"
 )
 

@@ -5,28 +5,36 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
 // Syncer keeps Petrel's table equal to the compiled state. Every call is
 // one nftables transaction: the kernel applies all of it or none, so no
 // packet ever sees a half-written ruleset.
+//
+// The Syncer alone decides between replacing the table whole and changing
+// only what differs: it replaces when it does not know what the kernel
+// holds (the first sync, after a failure, after Invalidate), and otherwise
+// applies the difference from the last sync.
 type Syncer struct {
-	conn *nftables.Conn
-	log  *slog.Logger
-	last *Desired // what the kernel holds, nil when unknown
+	conn  *nftables.Conn
+	log   *slog.Logger
+	last  *Desired // what the kernel holds, nil when unknown
+	stale atomic.Bool
 }
 
-// NewSyncer opens nftables in the caller's namespace, or in the one behind
-// netnsFd when it is not -1.
-func NewSyncer(netnsFd int, log *slog.Logger) (*Syncer, error) {
+// NewSyncer opens nftables in namespace ns; netns.None() is the caller's
+// own (the same convention as route.OpenKernel).
+func NewSyncer(ns netns.NsHandle, log *slog.Logger) (*Syncer, error) {
 	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
-	if netnsFd >= 0 {
-		opts = append(opts, nftables.WithNetNSFd(netnsFd))
+	if ns.IsOpen() {
+		opts = append(opts, nftables.WithNetNSFd(int(ns)))
 	}
 	c, err := nftables.New(opts...)
 	if err != nil {
@@ -72,11 +80,16 @@ func (s *Syncer) chains(t *nftables.Table) chains {
 	}
 }
 
-// Sync applies d: the whole table when full is set or the kernel's state
-// is unknown, otherwise only the difference from the last sync.
-func (s *Syncer) Sync(d *Desired, full bool) error {
+// Invalidate makes the next Sync replace the whole table: what the kernel
+// holds may no longer be what was written (the periodic resync, or someone
+// else touched the table). Safe to call from any goroutine.
+func (s *Syncer) Invalidate() { s.stale.Store(true) }
+
+// Sync applies d: the whole table when the kernel's state is unknown,
+// otherwise only the difference from the last sync.
+func (s *Syncer) Sync(d *Desired) error {
 	var err error
-	if full || s.last == nil {
+	if s.stale.Swap(false) || s.last == nil {
 		err = s.replace(d)
 	} else {
 		err = s.incremental(d)

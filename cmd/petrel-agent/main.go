@@ -12,6 +12,9 @@ import (
 	"syscall"
 
 	"github.com/petrelnet/petrel/agent"
+	"github.com/petrelnet/petrel/agent/config"
+	"github.com/petrelnet/petrel/agent/kube"
+	"github.com/petrelnet/petrel/agent/standalone"
 	"github.com/petrelnet/petrel/cni"
 )
 
@@ -32,10 +35,10 @@ func run() int {
 		return 0
 	}
 
-	kube := *kubeconfig != "" || (agent.InCluster() && !*uninstall)
-	load := agent.Load
-	if kube || *uninstall { // neither needs this node's keys in the file
-		load = agent.LoadKubernetes
+	inKube := *kubeconfig != "" || (kube.InCluster() && !*uninstall)
+	load := config.Load
+	if inKube || *uninstall { // neither needs this node's keys in the file
+		load = config.LoadKubernetes
 	}
 	cfg, err := load(*configPath)
 	if err != nil {
@@ -50,23 +53,34 @@ func run() int {
 		}
 		return 0
 	}
+	src, err := source(cfg, inKube, *kubeconfig, log)
+	if err != nil {
+		log.Error("agent cannot start", "err", err)
+		return 2
+	}
+	dp, err := agent.KernelDataplane(cfg, log)
+	if err != nil {
+		log.Error("agent cannot start", "err", err)
+		return 1
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if kube {
-		restCfg, err := agent.RestConfig(*kubeconfig)
-		if err != nil {
-			log.Error("kubernetes connection", "err", err)
-			return 2
-		}
-		if err := agent.RunKubernetes(ctx, cfg, restCfg, os.Getenv("NODE_NAME"), log); err != nil {
-			log.Error("agent failed", "err", err)
-			return 1
-		}
-		return 0
-	}
-	if err := agent.Run(ctx, cfg, log); err != nil {
+	if err := agent.Run(ctx, cfg, log, src, dp); err != nil {
 		log.Error("agent failed", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// source picks where the desired state comes from: the cluster, or the
+// configuration file alone.
+func source(cfg *config.Config, inKube bool, kubeconfig string, log *slog.Logger) (agent.Source, error) {
+	if !inKube {
+		return standalone.New(cfg, log)
+	}
+	restCfg, err := kube.RestConfig(kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes connection: %w", err)
+	}
+	return kube.NewSource(cfg, restCfg, os.Getenv("NODE_NAME"), log)
 }

@@ -1,7 +1,10 @@
 // Package runner is the one loop that touches the dataplane. Events only
 // Poke it; it calls the sync function at most once per minimum interval,
 // retries failures with backoff, and runs a full resync periodically even
-// when nothing pokes it, which repairs drift nobody reported.
+// when nothing pokes it, which repairs drift nobody reported. It is the
+// agent's one resync clock: the sync function is told which calls are the
+// periodic resync, and the dataplane pieces are told to distrust what they
+// remember of the kernel then.
 package runner
 
 import (
@@ -34,14 +37,16 @@ func (r *Runner) Poke() {
 }
 
 // Run calls sync once at start, then on every poke or resync tick, until
-// ctx ends. A poke schedules a sync minInterval after the start of the last
+// ctx ends. resync is true for the first call and for every call that
+// starts a resync interval or more after the last successful resync (a
+// failed resync is retried as one). A poke schedules a sync minInterval after the start of the last
 // one (at once if that is past); later pokes never push it back, so a steady
 // stream of events still gets a sync every minInterval. A failed sync is
 // retried with exponential backoff from minInterval up to 10 s; pokes during
 // the backoff do not shorten it.
-func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(context.Context) error) {
+func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(ctx context.Context, resync bool) error) {
 	var backoff time.Duration
-	var lastStart time.Time
+	var lastStart, lastResync time.Time
 	due := time.Now()
 	timer := time.NewTimer(0) // the first sync runs at once
 	defer timer.Stop()
@@ -66,7 +71,8 @@ func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(context.Co
 		default:
 		}
 		lastStart = time.Now()
-		err := sync(ctx)
+		resync := lastResync.IsZero() || lastStart.Sub(lastResync) >= r.resync
+		err := sync(ctx, resync)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -76,8 +82,11 @@ func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(context.Co
 			schedule(time.Now().Add(backoff))
 		default:
 			backoff = 0
-			log.Debug("synced", "took", time.Since(lastStart))
-			schedule(time.Now().Add(r.resync))
+			if resync {
+				lastResync = lastStart
+			}
+			log.Debug("synced", "took", time.Since(lastStart), "resync", resync)
+			schedule(lastResync.Add(r.resync))
 		}
 	}
 }

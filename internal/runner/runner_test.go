@@ -18,7 +18,7 @@ func TestPokesCoalesce(t *testing.T) {
 	synced := make(chan struct{}, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go r.Run(ctx, quiet, func(context.Context) error { calls.Add(1); synced <- struct{}{}; return nil })
+	go r.Run(ctx, quiet, func(context.Context, bool) error { calls.Add(1); synced <- struct{}{}; return nil })
 	<-synced // the start-up sync
 	for range 100 {
 		r.Poke()
@@ -37,7 +37,7 @@ func TestFailureRetriesWithoutPokes(t *testing.T) {
 	done := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go r.Run(ctx, quiet, func(context.Context) error {
+	go r.Run(ctx, quiet, func(context.Context, bool) error {
 		if calls.Add(1) < 4 {
 			return errors.New("netlink busy")
 		}
@@ -56,7 +56,7 @@ func TestPeriodicResync(t *testing.T) {
 	synced := make(chan struct{}, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go r.Run(ctx, quiet, func(context.Context) error { synced <- struct{}{}; return nil })
+	go r.Run(ctx, quiet, func(context.Context, bool) error { synced <- struct{}{}; return nil })
 	for i := range 3 {
 		select {
 		case <-synced:
@@ -73,7 +73,7 @@ func TestStreamOfPokesStillSyncs(t *testing.T) {
 	synced := make(chan struct{}, 100)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go r.Run(ctx, quiet, func(context.Context) error { synced <- struct{}{}; return nil })
+	go r.Run(ctx, quiet, func(context.Context, bool) error { synced <- struct{}{}; return nil })
 	<-synced
 	stop := make(chan struct{})
 	go func() {
@@ -94,5 +94,35 @@ func TestStreamOfPokesStillSyncs(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("sync %d starved by a stream of pokes", i)
 		}
+	}
+}
+
+// The first sync and the periodic ones are resyncs; a poke between them is
+// not, and does not push the next resync back.
+func TestResyncFlag(t *testing.T) {
+	r := New(time.Millisecond, 300*time.Millisecond)
+	got := make(chan bool, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx, quiet, func(_ context.Context, resync bool) error { got <- resync; return nil })
+	next := func() bool {
+		t.Helper()
+		select {
+		case v := <-got:
+			return v
+		case <-time.After(5 * time.Second):
+			t.Fatal("no sync")
+			return false
+		}
+	}
+	if !next() {
+		t.Fatal("the first sync is not a resync")
+	}
+	r.Poke()
+	if next() {
+		t.Fatal("a poked sync right after the first was a resync")
+	}
+	if !next() {
+		t.Fatal("the periodic sync was not a resync")
 	}
 }

@@ -5,7 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrelnet/petrel/test/lab/clab"
+	"github.com/petrelnet/petrel/internal/clab"
+	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
 // TestContainerlabTopology runs the shipped containerlab file of topology
@@ -14,12 +15,12 @@ import (
 // destroy leaves nothing.
 func TestContainerlabTopology(t *testing.T) {
 	nodes := deployCopy(t, "tor", "tor.clab.yml", "/usr/lib/frr/bgpd")
-	d := waitUntil(t, 30*time.Second, "FRR sees three Established sessions", func() bool {
+	d := wait.Until(t, 30*time.Second, "FRR sees three Established sessions", func() bool {
 		out, _ := clab.Exec(nodes["tor"], "vtysh -c 'show bgp summary json'")
 		return strings.Count(out, `"state":"Established"`) == 3
 	})
 	t.Logf("deploy -> sessions Established: %s", d)
-	waitUntil(t, 10*time.Second, "every node has the other nodes' pod CIDRs", func() bool {
+	wait.Until(t, 10*time.Second, "every node has the other nodes' pod CIDRs", func() bool {
 		for i, name := range []string{"node1", "node2", "node3"} {
 			out, _ := clab.Exec(nodes[name], "ip route show proto 61")
 			for j := 1; j <= 3; j++ {

@@ -5,7 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrelnet/petrel/test/lab/clab"
+	"github.com/petrelnet/petrel/internal/clab"
+	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
 // TestDualToRWithBFD runs topology (b): each node learns the other's pod
@@ -18,7 +19,7 @@ func TestDualToRWithBFD(t *testing.T) {
 		return strings.Join(strings.Fields(out), " ")
 	}
 	ecmp := "10.244.2.0/24 nexthop via 10.96.1.1 dev eth2 weight 1 nexthop via 10.97.1.1 dev eth1 weight 1"
-	d := waitUntil(t, 30*time.Second, "node1's ECMP route to node2's pods via both ToRs", func() bool {
+	d := wait.Until(t, 30*time.Second, "node1's ECMP route to node2's pods via both ToRs", func() bool {
 		r := route()
 		return strings.Contains(r, "via 10.96.1.1") && strings.Contains(r, "via 10.97.1.1")
 	})
@@ -27,7 +28,7 @@ func TestDualToRWithBFD(t *testing.T) {
 		t.Logf("route reads %q", r)
 	}
 	// BFD acts only on a session that was Up: wait for it, as seen by tor2.
-	waitUntil(t, 15*time.Second, "BFD up between node1 and tor2", func() bool {
+	wait.Until(t, 15*time.Second, "BFD up between node1 and tor2", func() bool {
 		out, _ := clab.Exec(nodes["tor2"], "vtysh -c 'show bfd peer 10.96.1.2 json'")
 		return strings.Contains(out, `"status":"up"`)
 	})
@@ -40,7 +41,7 @@ func TestDualToRWithBFD(t *testing.T) {
 		t.Fatalf("silence tor2: %v %s", err, out)
 	}
 	silenced := time.Now()
-	waitUntil(t, 3*time.Second, "tor2's next hop gone (the BGP hold time is 9 s)", func() bool {
+	wait.Until(t, 3*time.Second, "tor2's next hop gone (the BGP hold time is 9 s)", func() bool {
 		r := route()
 		return strings.Contains(r, "via 10.97.1.1") && !strings.Contains(r, "10.96.1.1")
 	})

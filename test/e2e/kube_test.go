@@ -17,10 +17,11 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/petrelnet/petrel/internal/kubelab"
-	"github.com/petrelnet/petrel/internal/kubetest"
-	"github.com/petrelnet/petrel/internal/labtest"
-	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/kubelab"
+	"github.com/petrelnet/petrel/internal/testkit/kubetest"
+	"github.com/petrelnet/petrel/internal/testkit/labtest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
 // TestKubernetesMode runs two real agents in Kubernetes mode against a real
@@ -34,7 +35,7 @@ func TestKubernetesMode(t *testing.T) {
 		{"link", "add", "br0", "type", "bridge"}, {"link", "set", "br0", "up"},
 		{"addr", "add", "10.98.255.1/24", "dev", "br0"},
 	} {
-		mustIP(t, mgmt, args...)
+		netnstest.MustIP(t, mgmt, args...)
 	}
 	api := kubetest.StartIn(t, mgmt, "10.98.255.1")
 	cs, err := kubernetes.NewForConfig(api.RestConfig())
@@ -58,11 +59,11 @@ func TestKubernetesMode(t *testing.T) {
 		ns := netnstest.New(t, name)
 		nodes[name] = ns
 		port := fmt.Sprintf("p%d", i)
-		mustIP(t, netnstest.NS{}, "link", "add", port, "netns", mgmt.Name, "type", "veth", "peer", "name", "eth0", "netns", ns.Name)
-		mustIP(t, mgmt, "link", "set", port, "master", "br0")
-		mustIP(t, mgmt, "link", "set", port, "up")
-		mustIP(t, ns, "addr", "add", ip+"/24", "dev", "eth0")
-		mustIP(t, ns, "link", "set", "eth0", "up")
+		netnstest.MustIP(t, netnstest.NS{}, "link", "add", port, "netns", mgmt.Name, "type", "veth", "peer", "name", "eth0", "netns", ns.Name)
+		netnstest.MustIP(t, mgmt, "link", "set", port, "master", "br0")
+		netnstest.MustIP(t, mgmt, "link", "set", port, "up")
+		netnstest.MustIP(t, ns, "addr", "add", ip+"/24", "dev", "eth0")
+		netnstest.MustIP(t, ns, "link", "set", "eth0", "up")
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDRs: []string{fmt.Sprintf("10.244.%d.0/24", i)}}}
 		created, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
 		if err != nil {
@@ -88,11 +89,11 @@ func TestKubernetesMode(t *testing.T) {
 		out, _ := nodes[node].Run("ip", "route", "show", "proto", "61")
 		return strings.Join(strings.Fields(out), " ")
 	}
-	d := waitUntil(t, 30*time.Second, "each node learns the other's pod CIDR over the mesh", func() bool {
+	d := wait.Until(t, 30*time.Second, "each node learns the other's pod CIDR over the mesh", func() bool {
 		return strings.Contains(routes("node1"), "10.244.2.0/24 via 10.98.255.12") && strings.Contains(routes("node2"), "10.244.1.0/24 via 10.98.255.11")
 	})
 	t.Logf("agents started -> mesh routes from Node objects: %s", d)
-	waitUntil(t, 10*time.Second, "node1 marked NetworkUnavailable=False", func() bool {
+	wait.Until(t, 10*time.Second, "node1 marked NetworkUnavailable=False", func() bool {
 		n, err := cs.CoreV1().Nodes().Get(ctx, "node1", metav1.GetOptions{})
 		if err != nil {
 			return false
@@ -127,18 +128,18 @@ func TestKubernetesMode(t *testing.T) {
 		}
 	}
 	reach := func() bool { _, err := pods[0].NS.Run("ping", "-c1", "-W0.3", pods[1].IP); return err == nil }
-	waitUntil(t, 10*time.Second, "pod1 reaches pod2 across the mesh", reach)
+	wait.Until(t, 10*time.Second, "pod1 reaches pod2 across the mesh", reach)
 	np := &netv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "isolate-pod2", Namespace: "default"},
 		Spec: netv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "pod2"}}}}
 	if _, err := cs.NetworkingV1().NetworkPolicies("default").Create(ctx, np, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 10*time.Second, "the NetworkPolicy isolates pod2", func() bool { return !reach() })
+	d = wait.Until(t, 10*time.Second, "the NetworkPolicy isolates pod2", func() bool { return !reach() })
 	t.Logf("NetworkPolicy created in the API -> enforced: %s", d)
 	if err := cs.NetworkingV1().NetworkPolicies("default").Delete(ctx, "isolate-pod2", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 10*time.Second, "the NetworkPolicy deleted: pod2 reachable", reach)
+	d = wait.Until(t, 10*time.Second, "the NetworkPolicy deleted: pod2 reachable", reach)
 	t.Logf("NetworkPolicy deleted -> lifted: %s", d)
 
 	// A BGPConfiguration gives the cluster another AS: each agent restarts
@@ -150,7 +151,7 @@ func TestKubernetesMode(t *testing.T) {
 	if _, err := dyn.Resource(kubelab.BGPConfigs).Create(ctx, bgpConf, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 30*time.Second, "both speakers in AS 64600 and the mesh routes back", func() bool {
+	d = wait.Until(t, 30*time.Second, "both speakers in AS 64600 and the mesh routes back", func() bool {
 		for _, n := range []string{"node1", "node2"} {
 			if out, _ := nodes[n].Run(gobgp, "global"); !strings.Contains(out, "64600") {
 				return false
@@ -181,14 +182,14 @@ func TestKubernetesMode(t *testing.T) {
 	if _, err := cs.NetworkingV1().NetworkPolicies("default").Create(ctx, np.DeepCopy(), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 30*time.Second, "a policy created after the outage is enforced", func() bool { return !reach() })
+	d = wait.Until(t, 30*time.Second, "a policy created after the outage is enforced", func() bool { return !reach() })
 	t.Logf("API server back, policy created -> enforced: %s", d)
 
 	// A Node deleted from the API: its peer goes, and its routes with it.
 	if err := cs.CoreV1().Nodes().Delete(ctx, "node2", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 10*time.Second, "node2's routes withdrawn from node1", func() bool {
+	d = wait.Until(t, 10*time.Second, "node2's routes withdrawn from node1", func() bool {
 		return !strings.Contains(routes("node1"), "10.244.2.0/24")
 	})
 	t.Logf("node2 deleted -> its routes gone from node1: %s", d)

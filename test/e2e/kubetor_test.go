@@ -12,10 +12,11 @@ import (
 	netv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/petrelnet/petrel/internal/kubelab"
-	"github.com/petrelnet/petrel/internal/kubetest"
-	"github.com/petrelnet/petrel/internal/labtest"
-	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/kubelab"
+	"github.com/petrelnet/petrel/internal/testkit/kubetest"
+	"github.com/petrelnet/petrel/internal/testkit/labtest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
 // newKubeTorLab is topology (a) in Kubernetes mode (or (b) with tors=2):
@@ -54,7 +55,7 @@ func TestKubernetesToR(t *testing.T) {
 	l, c := newKubeTorLab(t, 3, 1)
 	ctx := context.Background()
 	gobgp := netnstest.RequireTool(t, "gobgp")
-	d := waitUntil(t, 30*time.Second, "FRR sees every node session (v4 and v6) Established", func() bool { ok, _ := l.Established(); return ok })
+	d := wait.Until(t, 30*time.Second, "FRR sees every node session (v4 and v6) Established", func() bool { ok, _ := l.Established(); return ok })
 	t.Logf("agents started -> sessions Established: %s", d)
 	d = wantRoutes(t, l, 20*time.Second)
 	t.Logf("-> pod CIDR routes on every node: %s", d)
@@ -81,7 +82,7 @@ func TestKubernetesToR(t *testing.T) {
 		}
 	}
 	// Leaving the cluster, a pod is masqueraded to its node's address.
-	if got := seenAs(t, l.External, pods[0], "10.100.0.2:7000"); got != l.Nodes[0].Addr() {
+	if got := labtest.SeenAs(t, l.External, pods[0], "10.100.0.2:7000"); got != l.Nodes[0].Addr() {
 		t.Fatalf("the external host saw pod1 as %s, want node1's %s", got, l.Nodes[0].Addr())
 	}
 	// The stock gobgp CLI inside a node.
@@ -92,7 +93,7 @@ func TestKubernetesToR(t *testing.T) {
 	if out, err := n1.NS.Run(gobgp, "global", "rib"); err != nil || !strings.Contains(out, l.Nodes[2].PodNet) {
 		t.Fatalf("gobgp global rib: %v\n%s", err, out)
 	}
-	waitUntil(t, 10*time.Second, "a BGPSessionEstablished Event on node1", func() bool {
+	wait.Until(t, 10*time.Second, "a BGPSessionEstablished Event on node1", func() bool {
 		evs, err := c.CS.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=node1,reason=BGPSessionEstablished"})
 		return err == nil && len(evs.Items) > 0
 	})
@@ -108,7 +109,7 @@ func TestKubernetesToR(t *testing.T) {
 	if _, err := c.CS.NetworkingV1().NetworkPolicies("default").Create(ctx, np, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 5*time.Second, "pod1 and pod3 blocked from pod2", func() bool { return !reach(pods[0]) && !reach(pods[2]) })
+	d = wait.Until(t, 5*time.Second, "pod1 and pod3 blocked from pod2", func() bool { return !reach(pods[0]) && !reach(pods[2]) })
 	t.Logf("NetworkPolicy created in the API -> enforced across nodes: %s", d)
 	// Updated to admit pods labelled role=client, then pod1 relabelled:
 	// pod1 gets in, pod3 stays out.
@@ -133,7 +134,7 @@ func TestKubernetesToR(t *testing.T) {
 	if _, err := c.CS.CoreV1().Pods("default").Update(ctx, pod1, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 5*time.Second, "pod1 relabelled role=client reaches pod2", func() bool { return reach(pods[0]) })
+	d = wait.Until(t, 5*time.Second, "pod1 relabelled role=client reaches pod2", func() bool { return reach(pods[0]) })
 	t.Logf("pod1 relabelled in the API -> admitted on node2: %s", d)
 	if reach(pods[2]) {
 		t.Fatal("pod3 (no role=client label) reaches pod2")
@@ -141,7 +142,7 @@ func TestKubernetesToR(t *testing.T) {
 	if err := nps.Delete(ctx, np.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 5*time.Second, "pod1 and pod3 reach pod2 again", func() bool { return reach(pods[0]) && reach(pods[2]) })
+	d = wait.Until(t, 5*time.Second, "pod1 and pod3 reach pod2 again", func() bool { return reach(pods[0]) && reach(pods[2]) })
 	t.Logf("NetworkPolicy deleted -> allowed again: %s", d)
 
 	// kill -9 and restart node1's agent under a 100-per-second ping
@@ -159,7 +160,7 @@ func TestKubernetesToR(t *testing.T) {
 	if err := n1.Agent.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 20*time.Second, "sessions back after the agent restart", func() bool { ok, _ := l.Established(); return ok })
+	d = wait.Until(t, 20*time.Second, "sessions back after the agent restart", func() bool { ok, _ := l.Established(); return ok })
 	t.Logf("agent restart under traffic -> Established: %s", d)
 	if out := <-stream; !strings.Contains(out, "500 received") {
 		t.Fatalf("packets lost across the agent restart:\n%s", out)
@@ -171,14 +172,14 @@ func TestKubernetesToR(t *testing.T) {
 	if err := c.Dyn.Resource(kubelab.BGPPeers).Delete(ctx, "tor-node1-v4", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "node1's v4 ToR session gone", func() bool {
+	wait.Until(t, 10*time.Second, "node1's v4 ToR session gone", func() bool {
 		out, _ := n1.NS.Run(gobgp, "neighbor")
 		return !strings.Contains(out, n1.TorAddr()+" ")
 	})
 	if err := c.RegisterPeer(ctx, n1, "v4"); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 20*time.Second, "node1's v4 ToR session back", func() bool { ok, _ := l.Established(); return ok })
+	d = wait.Until(t, 20*time.Second, "node1's v4 ToR session back", func() bool { ok, _ := l.Established(); return ok })
 	t.Logf("BGPPeer created -> Established: %s", d)
 	if !n1.Agent.Running() || n1.Agent.Cmd.Process.Pid != pid {
 		t.Fatal("the agent restarted")
@@ -189,7 +190,7 @@ func TestKubernetesToR(t *testing.T) {
 	if err := c.CS.CoreV1().Nodes().Delete(ctx, "node3", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 10*time.Second, "node3's routes gone from node1 and node2", func() bool {
+	d = wait.Until(t, 10*time.Second, "node3's routes gone from node1 and node2", func() bool {
 		return !strings.Contains(petrelRoutes(t, l.Nodes[0]), l.Nodes[2].PodNet) && !strings.Contains(petrelRoutes(t, l.Nodes[1]), l.Nodes[2].PodNet)
 	})
 	t.Logf("node3 deleted -> its routes withdrawn: %s", d)
@@ -204,20 +205,20 @@ func TestKubernetesDualToRWithBFD(t *testing.T) {
 	l, c := newKubeTorLab(t, 2, 2)
 	ctx := context.Background()
 	n1, n2 := l.Nodes[0], l.Nodes[1]
-	d := waitUntil(t, 30*time.Second, "both ToRs see every session Established", func() bool { ok, _ := l.Established(); return ok })
+	d := wait.Until(t, 30*time.Second, "both ToRs see every session Established", func() bool { ok, _ := l.Established(); return ok })
 	t.Logf("agents started -> sessions with both ToRs Established: %s", d)
 	routeOn := func(n, to *labtest.Node) string {
 		out, _ := n.NS.Run("ip", "route", "show", to.PodNet, "proto", "61")
 		return strings.Join(strings.Fields(out), " ")
 	}
 	route := func() string { return routeOn(n1, n2) }
-	d = waitUntil(t, 20*time.Second, "node1's ECMP route to node2's pods via both ToRs", func() bool {
+	d = wait.Until(t, 20*time.Second, "node1's ECMP route to node2's pods via both ToRs", func() bool {
 		r := route()
 		return strings.Contains(r, "via "+n1.TorAddr()) && strings.Contains(r, "via "+n1.Tor2Addr())
 	})
 	t.Logf("-> ECMP route via both ToRs: %s (%s)", d, route())
 	// BFD acts only on sessions that were up: wait for both nodes'.
-	waitUntil(t, 15*time.Second, "BFD up between tor2 and both nodes", func() bool {
+	wait.Until(t, 15*time.Second, "BFD up between tor2 and both nodes", func() bool {
 		return labtest.BFDUp(l.FRR2, n1.Addr2()) && labtest.BFDUp(l.FRR2, n2.Addr2())
 	})
 	p1, err := c.AddPod(ctx, l, n1, "pod1", nil)
@@ -248,13 +249,13 @@ func TestKubernetesDualToRWithBFD(t *testing.T) {
 		}
 	}
 	silenced := time.Now()
-	waitUntil(t, 3*time.Second, "tor2's next hops gone on both nodes (the BGP hold time is 9 s)", func() bool {
+	wait.Until(t, 3*time.Second, "tor2's next hops gone on both nodes (the BGP hold time is 9 s)", func() bool {
 		r1, r2 := route(), routeOn(n2, n1)
 		return strings.Contains(r1, "via "+n1.TorAddr()) && !strings.Contains(r1, n1.Tor2Addr()) &&
 			strings.Contains(r2, "via "+n2.TorAddr()) && !strings.Contains(r2, n2.Tor2Addr())
 	})
 	t.Logf("tor2 silenced -> its next hops removed on both nodes (BFD): %s", time.Since(silenced))
-	waitUntil(t, 10*time.Second, "a BGPSessionDown Event on node1", func() bool {
+	wait.Until(t, 10*time.Second, "a BGPSessionDown Event on node1", func() bool {
 		evs, err := c.CS.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=node1,reason=BGPSessionDown"})
 		return err == nil && len(evs.Items) > 0
 	})

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrelnet/petrel/internal/labtest"
-	"github.com/petrelnet/petrel/internal/netnstest"
-	"github.com/petrelnet/petrel/test/lab/clab"
+	"github.com/petrelnet/petrel/internal/clab"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
 // deployCopy runs a shipped containerlab topology with the namespace
@@ -48,7 +48,7 @@ func deployCopy(t *testing.T, topoDir, file string, tools ...string) map[string]
 func waitForRoutes(t *testing.T, nodes map[string]clab.NodeState, want map[string][]string) time.Duration {
 	t.Helper()
 	var last string
-	d, err := labtest.WaitFor(30*time.Second, "routes", func() bool {
+	d, err := wait.For(30*time.Second, "routes", func() bool {
 		for node, frags := range want {
 			out, _ := clab.Exec(nodes[node], "ip route show proto 61")
 			got := strings.Join(strings.Fields(out), " ")

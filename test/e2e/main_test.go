@@ -4,30 +4,27 @@
 package e2e
 
 import (
+	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/petrelnet/petrel/internal/testkit/bins"
 )
 
 var binDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "petrel-e2e")
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run()) // every test here skips in the unit tier
+	}
+	dir, err := bins.Build("../..", map[string]string{"petrel-agent": "./cmd/petrel-agent", "petrel": "./cmd/petrel-cni"})
 	if err != nil {
-		panic(err)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
 	}
 	binDir = dir
-	for bin, pkg := range map[string]string{"petrel-agent": "./cmd/petrel-agent", "petrel": "./cmd/petrel-cni"} {
-		build := exec.Command("go", "build", "-o", filepath.Join(dir, bin), pkg)
-		build.Dir = "../.."
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build", bin, err)
-			os.Exit(2)
-		}
-	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -5,16 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrelnet/petrel/internal/labtest"
-	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/labtest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
-func mustIP(t *testing.T, ns netnstest.NS, args ...string) {
-	t.Helper()
-	if err := labtest.Run(ns, "ip", args...); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func newTorLab(t *testing.T, nodes int) *labtest.TorLab {
 	netnstest.RequireRoot(t)
@@ -45,17 +40,7 @@ func petrelRoutes(t *testing.T, n *labtest.Node) string {
 	return out
 }
 
-// waitUntil polls cond every 10 ms and returns how long it took.
-func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	d, err := labtest.WaitFor(limit, what, cond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 func wantRoutes(t *testing.T, l *labtest.TorLab, limit time.Duration) time.Duration {
 	t.Helper()
-	return waitUntil(t, limit, "pod CIDR routes on every node", l.RoutesComplete)
+	return wait.Until(t, limit, "pod CIDR routes on every node", l.RoutesComplete)
 }

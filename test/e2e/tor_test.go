@@ -14,8 +14,9 @@ import (
 	"time"
 
 	"github.com/petrelnet/petrel/cni"
-	"github.com/petrelnet/petrel/internal/labtest"
-	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/labtest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
 func ping(t *testing.T, from netnstest.NS, to string, args ...string) string {
@@ -32,7 +33,7 @@ func ping(t *testing.T, from netnstest.NS, to string, args ...string) string {
 func TestTorLab(t *testing.T) {
 	l := newTorLab(t, 2)
 	gobgp := netnstest.RequireTool(t, "gobgp")
-	d := waitUntil(t, 20*time.Second, "FRR sees every node session Established", func() bool { ok, _ := l.Established(); return ok })
+	d := wait.Until(t, 20*time.Second, "FRR sees every node session Established", func() bool { ok, _ := l.Established(); return ok })
 	t.Logf("agents started -> sessions Established: %s", d)
 	d = wantRoutes(t, l, 20*time.Second)
 	t.Logf("-> pod CIDR routes on every node: %s", d)
@@ -57,10 +58,10 @@ func TestTorLab(t *testing.T) {
 
 	// Leaving the cluster: the external host sees node1's address, while
 	// pod2 saw pod1's own (pod-to-pod is never NATed).
-	if got := seenAs(t, l.External, p1, "10.100.0.2:7000"); got != n1.Addr() {
+	if got := labtest.SeenAs(t, l.External, p1, "10.100.0.2:7000"); got != n1.Addr() {
 		t.Fatalf("the external host saw pod1 as %s, want node1's %s", got, n1.Addr())
 	}
-	if got := seenAs(t, p2.NS, p1, p2.IP+":7001"); got != p1.IP {
+	if got := labtest.SeenAs(t, p2.NS, p1, p2.IP+":7001"); got != p1.IP {
 		t.Fatalf("pod2 saw pod1 as %s, want %s", got, p1.IP)
 	}
 
@@ -68,7 +69,7 @@ func TestTorLab(t *testing.T) {
 	// The IPAM gauge follows the store within a poll interval of the ADD.
 	var metrics string
 	wants := []string{"petrel_routes_installed 4", "petrel_fib_sync_seconds_count", "petrel_ipam_allocated_addresses 2", "bgp_peer_state"}
-	_, err = labtest.WaitFor(5*time.Second, "metrics", func() bool {
+	_, err = wait.For(5*time.Second, "metrics", func() bool {
 		metrics = httpGet(t, n1.NS, "http://127.0.0.1:9465/metrics")
 		for _, want := range wants {
 			if !strings.Contains(metrics, want) {
@@ -113,7 +114,7 @@ func TestTorLab(t *testing.T) {
 	if err := n1.Agent.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 20*time.Second, "session back after agent restart", func() bool { ok, _ := l.Established(); return ok })
+	d = wait.Until(t, 20*time.Second, "session back after agent restart", func() bool { ok, _ := l.Established(); return ok })
 	t.Logf("agent restart -> Established: %s", d)
 	wantRoutes(t, l, 10*time.Second)
 	ping(t, p1.NS, p2.IP)
@@ -123,11 +124,11 @@ func TestTorLab(t *testing.T) {
 	if err := l.FRR.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, 20*time.Second, "sessions back after ToR restart", func() bool { ok, _ := l.Established(); return ok })
+	d = wait.Until(t, 20*time.Second, "sessions back after ToR restart", func() bool { ok, _ := l.Established(); return ok })
 	t.Logf("ToR restart -> Established: %s", d)
 	d2 := wantRoutes(t, l, 20*time.Second)
 	t.Logf("ToR restart -> routes on every node: %s after Established", d2)
-	waitUntil(t, 10*time.Second, "pod to pod across the ToR after its restart", func() bool {
+	wait.Until(t, 10*time.Second, "pod to pod across the ToR after its restart", func() bool {
 		_, err := p1.NS.Run("ping", "-c1", "-W1", p2.IP)
 		return err == nil
 	})
@@ -179,7 +180,7 @@ spec:
 	reachable := func() bool { _, err := from.NS.Run("ping", "-c1", "-W1", to.IP); return err == nil }
 	os.WriteFile(filepath.Join(dir, "pods.yaml"), []byte(pods), 0o644)
 	os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(deny), 0o644)
-	d := waitUntil(t, 10*time.Second, "policy from policyDir blocks pod1 -> pod2", func() bool { return !reachable() })
+	d := wait.Until(t, 10*time.Second, "policy from policyDir blocks pod1 -> pod2", func() bool { return !reachable() })
 	t.Logf("policy file written -> enforced: %s", d)
 	// A broken file is reported and ignored; the last good state stays.
 	os.WriteFile(filepath.Join(dir, "broken.yaml"), []byte("kind: NetworkPolicy\nspec: [not, a, map\n"), 0o644)
@@ -193,7 +194,7 @@ spec:
 	}
 	os.Remove(filepath.Join(dir, "broken.yaml"))
 	os.Remove(filepath.Join(dir, "policy.yaml"))
-	d = waitUntil(t, 10*time.Second, "policy removed: pod1 -> pod2 again", reachable)
+	d = wait.Until(t, 10*time.Second, "policy removed: pod1 -> pod2 again", reachable)
 	t.Logf("policy file removed -> traffic allowed: %s", d)
 }
 
@@ -213,29 +214,3 @@ func httpGet(t *testing.T, ns netnstest.NS, url string) string {
 	return string(b)
 }
 
-// seenAs connects from a pod to a listener in server's namespace and
-// returns the source address the listener saw.
-func seenAs(t *testing.T, server netnstest.NS, from labtest.Pod, addr string) string {
-	t.Helper()
-	var ln net.Listener
-	if err := server.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	got := make(chan string, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- err.Error()
-			return
-		}
-		got <- c.RemoteAddr().(*net.TCPAddr).IP.String()
-		c.Close()
-	}()
-	var c net.Conn
-	if err := from.NS.Do(func() (err error) { c, err = net.DialTimeout("tcp", addr, 3*time.Second); return }); err != nil {
-		t.Fatalf("connect from %s to %s: %v", from.Name, addr, err)
-	}
-	c.Close()
-	return <-got
-}

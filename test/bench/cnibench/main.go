@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 )
 
 type plugin struct {

@@ -23,7 +23,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 	"github.com/petrelnet/petrel/policy"
 )
 
@@ -49,7 +49,7 @@ func run() int {
 	d := b.compiler.Compile(in)
 	compile := time.Since(start)
 	start = time.Now()
-	if err := b.syncer.Sync(d, true); err != nil {
+	if err := b.syncer.Sync(d); err != nil { // a new syncer replaces the table whole
 		fmt.Fprintln(os.Stderr, "policybench: full sync:", err)
 		return 1
 	}
@@ -70,7 +70,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "policybench: iperf3:", err)
 		return 1
 	}
-	if err := b.syncer.Sync(policy.Compile(policy.Input{}), true); err != nil {
+	if err := b.syncer.Sync(policy.Compile(policy.Input{})); err != nil {
 		fmt.Fprintln(os.Stderr, "policybench:", err)
 		return 1
 	}
@@ -150,7 +150,7 @@ func setup(plugin string) (*bench, error) {
 	if err != nil {
 		return b, err
 	}
-	b.syncer, err = policy.NewSyncer(int(h), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b.syncer, err = policy.NewSyncer(h, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	return b, err
 }
 
@@ -197,7 +197,7 @@ func (b *bench) changes(in policy.Input, kind string, n int) ([]time.Duration, e
 			p := &in.Pods[2+i]
 			p.Labels = map[string]string{"app": fmt.Sprintf("app%d", (i*7+3)%100)}
 		}
-		if err := b.syncer.Sync(b.compiler.Compile(in), false); err != nil {
+		if err := b.syncer.Sync(b.compiler.Compile(in)); err != nil {
 			return nil, fmt.Errorf("%s %d: %w", kind, i, err)
 		}
 		out = append(out, time.Since(start))

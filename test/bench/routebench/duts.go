@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/petrelnet/petrel/internal/labtest"
-	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/labtest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 )
 
 // startDUT starts one device under test in ns, peering with the feeder at

@@ -23,8 +23,8 @@ import (
 	"time"
 
 	"github.com/petrelnet/petrel/bgp"
-	"github.com/petrelnet/petrel/internal/labtest"
-	"github.com/petrelnet/petrel/internal/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/labtest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 )
 
 var fed = netip.MustParsePrefix("10.128.0.0/9")
@@ -227,7 +227,7 @@ func feeder(args []string) int {
 		adverts[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 26)
 	}
 	peer := bgp.Peer{Address: netip.MustParseAddr("10.98.0.2"), ASN: 65001, ConnectRetry: time.Second, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second}
-	if _, err := sp.Set(ctx, []bgp.Peer{peer}, adverts); err != nil {
+	if _, err := sp.Set(ctx, []bgp.Peer{peer}, bgp.Adverts{Prefixes: adverts}); err != nil {
 		fmt.Fprintln(os.Stderr, "feeder:", err)
 		return 1
 	}

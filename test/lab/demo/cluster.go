@@ -11,9 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/petrelnet/petrel/internal/kubelab"
-	"github.com/petrelnet/petrel/internal/kubetest"
-	"github.com/petrelnet/petrel/internal/labtest"
+	"github.com/petrelnet/petrel/internal/testkit/kubelab"
+	"github.com/petrelnet/petrel/internal/testkit/kubetest"
+	"github.com/petrelnet/petrel/internal/testkit/labtest"
 )
 
 // cluster starts the API server in the lab's management namespace,

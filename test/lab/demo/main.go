@@ -20,9 +20,10 @@ import (
 	netv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/petrelnet/petrel/internal/kubelab"
-	"github.com/petrelnet/petrel/internal/kubetest"
-	"github.com/petrelnet/petrel/internal/labtest"
+	"github.com/petrelnet/petrel/internal/testkit/kubelab"
+	"github.com/petrelnet/petrel/internal/testkit/kubetest"
+	"github.com/petrelnet/petrel/internal/testkit/labtest"
+	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
 type demo struct {
@@ -117,12 +118,12 @@ func (d *demo) took(what string, dur time.Duration) {
 
 func (d *demo) bgp(start time.Time) {
 	l := d.lab
-	dur, err := labtest.WaitFor(30*time.Second, "BGP sessions", func() bool { ok, _ := l.Established(); return ok })
+	dur, err := wait.For(30*time.Second, "BGP sessions", func() bool { ok, _ := l.Established(); return ok })
 	if d.check(err == nil, "every node's BGP sessions (IPv4 and IPv6) are Established at the ToR") {
 		d.took("lab start (namespaces, FRR, API server) -> sessions up", time.Since(start))
 		d.took("agents started -> all sessions Established", time.Since(d.agentsStarted))
 	}
-	dur, err = labtest.WaitFor(30*time.Second, "routes", l.RoutesComplete)
+	dur, err = wait.For(30*time.Second, "routes", l.RoutesComplete)
 	if d.check(err == nil, "every node has a route to every other node's pod CIDR (proto petrel) and a blackhole for its own") {
 		d.took("sessions Established -> routes in every kernel", dur)
 	}
@@ -215,7 +216,7 @@ func (d *demo) policy() {
 	t0 := time.Now()
 	_, err := nps.Create(ctx, np, metav1.CreateOptions{})
 	if d.check(err == nil, fmt.Sprintf("create the NetworkPolicy: %s", errText(err))) {
-		_, err = labtest.WaitFor(10*time.Second, "deny", func() bool { return !reach(p1, p2) && !reach(p3, p2) })
+		_, err = wait.For(10*time.Second, "deny", func() bool { return !reach(p1, p2) && !reach(p3, p2) })
 		if d.check(err == nil, "pod1 (node1) and pod3 (node3) can no longer reach pod2 (node2)") {
 			d.took("deny-all policy created in the API -> enforced across nodes", time.Since(t0))
 		}
@@ -230,7 +231,7 @@ func (d *demo) policy() {
 		_, err = nps.Update(ctx, np, metav1.UpdateOptions{})
 	}
 	if d.check(err == nil, fmt.Sprintf("update the NetworkPolicy: %s", errText(err))) {
-		_, err = labtest.WaitFor(10*time.Second, "allow", func() bool { return reach(p1, p2) })
+		_, err = wait.For(10*time.Second, "allow", func() bool { return reach(p1, p2) })
 		if d.check(err == nil && !reach(p3, p2), "pod1 reaches pod2 again, pod3 still cannot") {
 			d.took("allow-from-pod1 update -> enforced", time.Since(t0))
 		}
@@ -238,7 +239,7 @@ func (d *demo) policy() {
 	d.matrix()
 	err = nps.Delete(ctx, np.Name, metav1.DeleteOptions{})
 	if d.check(err == nil, fmt.Sprintf("delete the NetworkPolicy: %s", errText(err))) {
-		_, err = labtest.WaitFor(10*time.Second, "lifted", func() bool { return reach(p3, p2) })
+		_, err = wait.For(10*time.Second, "lifted", func() bool { return reach(p3, p2) })
 		d.check(err == nil, "policy deleted: pod3 reaches pod2 again")
 	}
 }

@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/petrelnet/petrel/bgp"
+	"github.com/petrelnet/petrel/cni"
+	"github.com/petrelnet/petrel/policy"
+	"github.com/petrelnet/petrel/route"
+)
+
+// The loop drives the node's dataplane through these small interfaces. The
+// kernel implementations are wired by KernelDataplane; the loop's tests
+// use in-memory fakes.
+
+// Speaker is the embedded BGP speaker (*bgp.Speaker).
+type Speaker interface {
+	// Set makes the speaker peer with exactly peers and originate exactly
+	// adverts; idempotent.
+	Set(ctx context.Context, peers []bgp.Peer, adverts bgp.Adverts) (bgp.Changes, error)
+	// Routes are the best routes learned from peers.
+	Routes() ([]bgp.Route, error)
+	// PeerStates is each configured peer's session state.
+	PeerStates() map[netip.Addr]string
+	// Stop closes every session: the speaker is being replaced.
+	Stop()
+}
+
+// NewSpeaker starts a speaker with the given settings; poke is called when
+// its best paths or sessions change.
+type NewSpeaker func(ctx context.Context, cfg bgp.Config, poke func()) (Speaker, error)
+
+// RouteTable holds Petrel's kernel routes (*route.Programmer).
+type RouteTable interface {
+	// Sync makes the table hold exactly want; idempotent.
+	Sync(ctx context.Context, want []route.Route) (route.Result, error)
+	// Invalidate makes the next Sync read the kernel instead of trusting
+	// what it installed.
+	Invalidate()
+}
+
+// Firewall is Petrel's nftables table (*policy.Syncer). It decides itself
+// whether a sync replaces the table or changes only what differs.
+type Firewall interface {
+	Sync(d *policy.Desired) error
+	// Invalidate makes the next Sync replace the whole table.
+	Invalidate()
+}
+
+// CNIConfig writes the CNI network configuration the plugin reads.
+type CNIConfig interface {
+	// Write writes c unless the file already holds it; it reports whether
+	// it wrote.
+	Write(c cni.ConfList) (bool, error)
+}
+
+// Dataplane is the node's side of the loop.
+type Dataplane struct {
+	NewSpeaker NewSpeaker
+	Routes     RouteTable
+	Firewall   Firewall
+	CNI        CNIConfig
+	// Watch, if set, starts reporting changes made behind the agent's back
+	// (a route deleted by hand): it calls poke after invalidating what it
+	// concerns. It stops with ctx.
+	Watch func(ctx context.Context, poke func()) error
+	// Metrics, if set, exports the speaker's own metrics.
+	Metrics func(Speaker) prometheus.Collector
+}

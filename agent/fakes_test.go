@@ -1,0 +1,195 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/petrelnet/petrel/bgp"
+	"github.com/petrelnet/petrel/cni"
+	"github.com/petrelnet/petrel/policy"
+	"github.com/petrelnet/petrel/route"
+)
+
+// The fakes below stand in for the kernel, nftables, GoBGP and the CNI
+// config directory. Each records what it holds, in the kernel's own
+// language where there is one, and appends every change it makes to a
+// shared journal, so that a test sees the order of the loop's steps and
+// whether a second sync changed anything.
+
+type journal []string
+
+func (j *journal) add(format string, args ...any) { *j = append(*j, fmt.Sprintf(format, args...)) }
+
+// take returns the entries since the last take.
+func (j *journal) take() []string {
+	out := *j
+	*j = nil
+	return out
+}
+
+type fakeSpeaker struct {
+	j       *journal
+	cfg     bgp.Config
+	peers   []bgp.Peer
+	adverts bgp.Adverts
+	learned []bgp.Route
+	stopped bool
+}
+
+func (s *fakeSpeaker) Set(_ context.Context, peers []bgp.Peer, a bgp.Adverts) (bgp.Changes, error) {
+	var c bgp.Changes
+	if !slices.EqualFunc(peers, s.peers, func(x, y bgp.Peer) bool { return x.Address == y.Address && x.ASN == y.ASN }) {
+		s.j.add("bgp peers %s", peerList(peers))
+		c.PeersAdded = len(peers)
+	}
+	if !slices.Equal(a.Prefixes, s.adverts.Prefixes) || !slices.Equal(a.Communities, s.adverts.Communities) {
+		s.j.add("bgp announce %v communities %v", a.Prefixes, a.Communities)
+		c.PathsAdded = len(a.Prefixes)
+	}
+	s.peers, s.adverts = slices.Clone(peers), a
+	return c, nil
+}
+
+func (s *fakeSpeaker) Routes() ([]bgp.Route, error) { return s.learned, nil }
+
+func (s *fakeSpeaker) PeerStates() map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	for _, p := range s.peers {
+		out[p.Address] = "established"
+	}
+	return out
+}
+
+func (s *fakeSpeaker) Stop() { s.stopped = true; s.j.add("bgp stop asn %d", s.cfg.ASN) }
+
+func peerList(ps []bgp.Peer) string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, fmt.Sprintf("%s/%d", p.Address, p.ASN))
+	}
+	return "[" + strings.Join(out, " ") + "]"
+}
+
+// fakeBGP makes speakers; it refuses to start one with refuseASN.
+type fakeBGP struct {
+	j         *journal
+	refuseASN uint32
+	learned   []bgp.Route // what every new speaker learns
+	speakers  []*fakeSpeaker
+}
+
+func (f *fakeBGP) new(_ context.Context, c bgp.Config, _ func()) (Speaker, error) {
+	if c.ASN == f.refuseASN {
+		f.j.add("bgp start asn %d refused", c.ASN)
+		return nil, fmt.Errorf("start bgp: asn %d refused", c.ASN)
+	}
+	f.j.add("bgp start asn %d", c.ASN)
+	s := &fakeSpeaker{j: f.j, cfg: c, learned: f.learned}
+	f.speakers = append(f.speakers, s)
+	return s, nil
+}
+
+func (f *fakeBGP) current() *fakeSpeaker { return f.speakers[len(f.speakers)-1] }
+
+// fakeRoutes is a routing table that prints itself as `ip route` does.
+type fakeRoutes struct {
+	j           *journal
+	table       map[netip.Prefix]route.Route
+	invalidated int
+}
+
+func (r *fakeRoutes) Sync(_ context.Context, want []route.Route) (route.Result, error) {
+	replace, remove := route.Diff(r.list(), want)
+	for _, x := range replace {
+		r.table[x.Prefix] = x
+		r.j.add("route replace %s", x)
+	}
+	for _, x := range remove {
+		delete(r.table, x.Prefix)
+		r.j.add("route delete %s", x)
+	}
+	return route.Result{Replaced: len(replace), Removed: len(remove)}, nil
+}
+
+func (r *fakeRoutes) Invalidate() { r.invalidated++ }
+
+func (r *fakeRoutes) list() []route.Route {
+	var out []route.Route
+	for _, x := range r.table {
+		out = append(out, x)
+	}
+	return out
+}
+
+// String is the table as `ip route show proto 61` lists it.
+func (r *fakeRoutes) String() string {
+	var lines []string
+	for _, x := range r.table {
+		lines = append(lines, x.String())
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+type fakeFirewall struct {
+	j           *journal
+	last        *policy.Desired
+	invalidated bool
+	fail        error
+}
+
+func (f *fakeFirewall) Sync(d *policy.Desired) error {
+	if f.fail != nil {
+		f.j.add("nftables refused")
+		return f.fail
+	}
+	mode := "incremental"
+	if f.invalidated || f.last == nil {
+		mode = "replace"
+	}
+	f.j.add("nftables %s: %d sets, %d ingress, %d egress", mode, len(d.Sets), len(d.Ingress), len(d.Egress))
+	f.last, f.invalidated = d, false
+	return nil
+}
+
+func (f *fakeFirewall) Invalidate() { f.invalidated = true }
+
+type fakeCNI struct {
+	j    *journal
+	conf *cni.ConfList
+	fail error
+}
+
+func (f *fakeCNI) Write(c cni.ConfList) (bool, error) {
+	if f.fail != nil {
+		f.j.add("conflist write failed")
+		return false, f.fail
+	}
+	if f.conf != nil && slices.Equal(f.conf.Ranges, c.Ranges) && f.conf.MTU == c.MTU {
+		return false, nil
+	}
+	f.j.add("conflist ranges %v", c.Ranges)
+	f.conf = &c
+	return true, nil
+}
+
+// fakeSource serves whatever snapshot the test sets.
+type fakeSource struct {
+	snap    Snapshot
+	err     error
+	reports []Status
+}
+
+func (s *fakeSource) Start(context.Context, func()) error        { return nil }
+func (s *fakeSource) Snapshot(context.Context) (Snapshot, error) { return s.snap, s.err }
+func (s *fakeSource) Report(_ context.Context, st Status) error {
+	s.reports = append(s.reports, st)
+	return nil
+}
+func (s *fakeSource) lastReport() Status { return s.reports[len(s.reports)-1] }
+
+var errDisk = errors.New("no space left on device")

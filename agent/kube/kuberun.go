@@ -1,0 +1,239 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/petrelnet/petrel/agent"
+	"github.com/petrelnet/petrel/agent/config"
+	"github.com/petrelnet/petrel/bgp"
+)
+
+// Source is the agent's Source in Kubernetes mode: this node's identity,
+// its node-mesh and BGPPeer sessions and the NetworkPolicy input come from
+// the cluster. An API server outage leaves the dataplane as it is; the
+// informers reconnect and resync.
+type Source struct {
+	cfg      config.Config // the file's, with this node's values from the cluster
+	log      *slog.Logger
+	cs       kubernetes.Interface
+	dyn      dynamic.Interface
+	nodeName string
+
+	k           *kubeSource
+	rep         *reporter
+	fileASN     uint32         // the config file's asn, zero when absent
+	base        bgp.Config     // the file's speaker settings for this node
+	filePeers   []bgp.Peer     // the config file's peers
+	cidrs       []netip.Prefix // this node's pod CIDRs at start
+	last        clusterView    // the view of the last Snapshot
+	readyMarked bool
+}
+
+var _ agent.Source = (*Source)(nil)
+
+// NewSource connects to the API server; nodeName is this node's Node (from
+// the downward API). Nothing is read before Start.
+func NewSource(c *config.Config, restCfg *rest.Config, nodeName string, log *slog.Logger) (*Source, error) {
+	if nodeName == "" {
+		return nil, fmt.Errorf("NODE_NAME: required in Kubernetes mode (from the downward API)")
+	}
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return &Source{cfg: *c, log: log, cs: cs, dyn: dyn, nodeName: nodeName, fileASN: c.ASN}, nil
+}
+
+// Start checks access, runs the informers, and waits until this node's
+// Node has spec.podCIDRs and an InternalIP.
+func (s *Source) Start(ctx context.Context, poke func()) error {
+	if err := checkAccess(ctx, s.dyn, Namespace()); err != nil {
+		return err
+	}
+	s.k = newKubeSource(s.cs, s.dyn, s.nodeName, Namespace(), poke)
+	if err := s.k.start(ctx); err != nil {
+		return err
+	}
+	var ip netip.Addr
+	for logged := false; ; {
+		var ok bool
+		if s.cidrs, ip, ok = s.k.thisNode(); ok {
+			break
+		}
+		if !logged {
+			s.log.Info("waiting for this node's spec.podCIDRs and InternalIP", "node", s.nodeName)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	c := &s.cfg
+	c.NodeName, c.RouterID, c.PodCIDRs = s.nodeName, ip.String(), nil
+	for _, p := range s.cidrs {
+		c.PodCIDRs = append(c.PodCIDRs, p.String())
+	}
+	if c.ASN == 0 {
+		c.ASN = config.DefaultASN // replaced by the cluster's at the first sync
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("config with this node's values from the cluster: %w", err)
+	}
+	s.base, _ = c.BGP()           // validated
+	s.filePeers, _ = c.BGPPeers() // validated
+	node, err := s.k.nodes.Get(s.nodeName)
+	if err != nil {
+		return err
+	}
+	var stopEvents func()
+	s.rep, stopEvents = newReporter(s.cs, s.dyn, s.nodeName)
+	s.rep.node.UID = node.UID
+	go func() { <-ctx.Done(); stopEvents() }()
+	return nil
+}
+
+// Snapshot is the cluster's view for this node. When the Node was given
+// other pod CIDRs it returns agent.ErrStop: the agent restarts with them.
+func (s *Source) Snapshot(ctx context.Context) (agent.Snapshot, error) {
+	v, err := s.k.view(s.fileASN)
+	if len(v.podCIDRs) > 0 && !slices.Equal(v.podCIDRs, s.cidrs) {
+		return agent.Snapshot{}, fmt.Errorf("%w: this node's spec.podCIDRs changed to %v, was %v", agent.ErrStop, v.podCIDRs, s.cidrs)
+	}
+	s.last = v
+	snap := agent.Snapshot{BGP: s.clusterBGP(v), Peers: s.allPeers(v), Communities: v.communities, NodeGone: v.nodeGone}
+	in, perr := s.k.policyInput()
+	if perr != nil {
+		s.log.Warn("some NetworkPolicies are not applied", "err", perr)
+	}
+	snap.Namespaces, snap.Pods, snap.Policies = in.Namespaces, in.Pods, in.Policies
+	return snap, err
+}
+
+// Report writes the verdicts on Petrel's objects, session Events, and the
+// Node's NetworkUnavailable=False once the datapath is ready.
+func (s *Source) Report(ctx context.Context, st agent.Status) error {
+	err := s.rep.report(ctx, s.last.verdicts)
+	s.rep.sessionEvents(st.Sessions, s.last.sources)
+	if st.Ready && !s.readyMarked {
+		if e := markNetworkAvailable(ctx, s.cs, s.nodeName); e != nil {
+			return errors.Join(err, e)
+		}
+		s.readyMarked = true
+	}
+	return err
+}
+
+// clusterBGP is the config file's speaker settings with the cluster's AS
+// and route reflector role.
+func (s *Source) clusterBGP(v clusterView) bgp.Config {
+	c := s.base
+	c.ASN = v.asn
+	c.RouteReflector = c.RouteReflector || v.routeReflector
+	c.ClusterID = v.clusterID
+	return c
+}
+
+// allPeers are the config file's peers plus the cluster's; the file wins
+// where both name an address.
+func (s *Source) allPeers(v clusterView) []bgp.Peer {
+	out := slices.Clone(s.filePeers)
+	for _, p := range v.peers {
+		if !slices.ContainsFunc(s.filePeers, func(q bgp.Peer) bool { return q.Address == p.Address }) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// checkAccess fails early, naming the fix, when Petrel's CRDs are missing
+// or the agent may not read what it watches: otherwise an informer would
+// wait for its first list forever.
+func checkAccess(ctx context.Context, dyn dynamic.Interface, namespace string) error {
+	for _, r := range []struct {
+		gvr schema.GroupVersionResource
+		ns  string
+	}{
+		{bgpPeersGVR, ""}, {bgpConfigsGVR, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "nodes"}, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "pods"}, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, ""},
+		{schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"}, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, namespace},
+	} {
+		_, err := dyn.Resource(r.gvr).Namespace(r.ns).List(ctx, metav1.ListOptions{Limit: 1})
+		where := r.gvr.GroupResource().String()
+		if r.ns != "" {
+			where += " in namespace " + r.ns
+		}
+		switch {
+		case err == nil:
+		case apierrors.IsNotFound(err) && r.gvr.Group == CRDGroup:
+			return fmt.Errorf("%s: the CRD is not installed (kubectl apply -f manifests/petrel.yaml)", where)
+		case apierrors.IsForbidden(err):
+			return fmt.Errorf("list %s: forbidden: the agent's RBAC is missing or outdated (kubectl apply -f manifests/petrel.yaml): %w", where, err)
+		default:
+			return fmt.Errorf("list %s: %w", where, err)
+		}
+	}
+	return nil
+}
+
+// Namespace is the agent's own namespace (POD_NAMESPACE from the downward
+// API), where BGPPeer password Secrets live; petrel-system by default.
+func Namespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "petrel-system"
+}
+
+// markNetworkAvailable sets the Node condition NetworkUnavailable=False:
+// routes and CNI config are in place.
+func markNetworkAvailable(ctx context.Context, cs kubernetes.Interface, node string) error {
+	now := metav1.Now()
+	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{{
+		Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse,
+		Reason: "PetrelIsUp", Message: "Petrel's routes and CNI config are in place",
+		LastTransitionTime: now, LastHeartbeatTime: now,
+	}}}})
+	_, err := cs.CoreV1().Nodes().PatchStatus(ctx, node, patch)
+	if err != nil {
+		return fmt.Errorf("set NetworkUnavailable=False on node %s: %w", node, err)
+	}
+	return nil
+}
+
+// RestConfig is the API server connection: from a kubeconfig file, or the
+// in-cluster service account when path is empty.
+func RestConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		return rest.InClusterConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", path)
+}
+
+// InCluster reports whether the process runs in a pod with a service account.
+func InCluster() bool { return os.Getenv("KUBERNETES_SERVICE_HOST") != "" }

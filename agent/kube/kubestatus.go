@@ -1,0 +1,116 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+)
+
+// ConditionAccepted is the status condition of Petrel's objects: True when
+// the agents use the object, False with the reason in the message.
+const ConditionAccepted = "Accepted"
+
+// reporter writes what the agent makes of the cluster's objects back into
+// the cluster: Petrel objects' status conditions, and Events for invalid
+// objects and BGP session changes.
+type reporter struct {
+	dyn      dynamic.Interface
+	events   record.EventRecorder
+	node     *corev1.ObjectReference
+	sessions map[netip.Addr]string // last reported state per peer
+}
+
+func newReporter(cs kubernetes.Interface, dyn dynamic.Interface, nodeName string) (*reporter, func()) {
+	b := record.NewBroadcaster()
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "petrel-agent", Host: nodeName})
+	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: nodeName, UID: "" /* set once known */}
+	return &reporter{dyn: dyn, events: rec, node: node, sessions: map[netip.Addr]string{}}, b.Shutdown
+}
+
+type statusDoc struct {
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// report sets the Accepted condition of each object whose condition
+// differs from the verdict. Every agent computes the same verdicts, so
+// the first write wins and the others find nothing to change; only the
+// agent whose write lands sends the Event.
+func (r *reporter) report(ctx context.Context, verdicts []verdict) error {
+	var errs []error
+	for _, v := range verdicts {
+		want := metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: "Valid",
+			Message: "in use by petrel-agent", ObservedGeneration: v.obj.GetGeneration()}
+		if v.err != nil {
+			want.Status, want.Reason, want.Message = metav1.ConditionFalse, "Invalid", v.err.Error()
+			if strings.HasPrefix(want.Message, "ignored:") {
+				want.Reason = "Ignored"
+			}
+		}
+		var st statusDoc
+		if m, ok := v.obj.Object["status"].(map[string]any); ok {
+			_ = runtime.DefaultUnstructuredConverter.FromUnstructured(m, &st)
+		}
+		had := apimeta.FindStatusCondition(st.Conditions, ConditionAccepted)
+		if had != nil && had.Status == want.Status && had.Reason == want.Reason && had.Message == want.Message && had.ObservedGeneration == want.ObservedGeneration {
+			continue
+		}
+		apimeta.SetStatusCondition(&st.Conditions, want)
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
+		if err != nil {
+			return err
+		}
+		obj := v.obj.DeepCopy()
+		obj.Object["status"] = m
+		_, err = r.dyn.Resource(v.gvr).UpdateStatus(ctx, obj, metav1.UpdateOptions{})
+		switch {
+		case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
+			continue // another agent wrote first, or it is gone: the next sync sees it
+		case err != nil:
+			errs = append(errs, fmt.Errorf("status of %s %s: %w", obj.GetKind(), obj.GetName(), err))
+			continue
+		}
+		if v.err != nil {
+			r.events.Eventf(obj, corev1.EventTypeWarning, want.Reason, "%s", want.Message)
+		} else if had != nil && had.Status == metav1.ConditionFalse {
+			r.events.Eventf(obj, corev1.EventTypeNormal, "Accepted", "%s is valid again and in use", obj.GetName())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sessionEvents sends an Event on this Node when a session comes up or goes
+// down.
+func (r *reporter) sessionEvents(states, sources map[netip.Addr]string) {
+	for addr, st := range states {
+		prev, src := r.sessions[addr], sources[addr]
+		if src == "" {
+			src = "config file"
+		}
+		switch {
+		case st == "established" && prev != "established":
+			r.events.Eventf(r.node, corev1.EventTypeNormal, "BGPSessionEstablished", "BGP session with %s (%s) established", addr, src)
+		case st != "established" && prev == "established":
+			r.events.Eventf(r.node, corev1.EventTypeWarning, "BGPSessionDown", "BGP session with %s (%s) down: %s", addr, src, st)
+		}
+		r.sessions[addr] = st
+	}
+	for addr := range r.sessions {
+		if _, ok := states[addr]; !ok {
+			delete(r.sessions, addr)
+		}
+	}
+}

@@ -1,0 +1,189 @@
+package standalone
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	netv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/petrelnet/petrel/agent/translate"
+	"github.com/petrelnet/petrel/internal/runner"
+	"github.com/petrelnet/petrel/policy"
+)
+
+// policyDir is the standalone source of policy input: a directory of
+// standard Kubernetes YAML (Namespace, Pod with labels, status.podIPs and
+// container ports, NetworkPolicy). A file that does not parse is reported
+// by name and ignored; the last good version of it stays in force.
+type policyDir struct {
+	dir string
+	log *slog.Logger
+
+	mu      sync.Mutex
+	files   map[string]parsedFile // by file name: last good parse
+	lastErr string                // the directory's last read error, logged once
+}
+
+type parsedFile struct {
+	stamp      string // size and mtime when parsed (or when it failed)
+	namespaces []policy.Namespace
+	pods       []policy.Pod
+	policies   []policy.Policy
+}
+
+func newPolicyDir(dir string, log *slog.Logger) *policyDir {
+	return &policyDir{dir: dir, log: log, files: map[string]parsedFile{}}
+}
+
+// load re-reads changed files and returns the union of every good file,
+// and whether anything changed since the last load.
+func (p *policyDir) load() (ns []policy.Namespace, pods []policy.Pod, pols []policy.Policy, changed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	entries, err := os.ReadDir(p.dir)
+	if msg := fmt.Sprint(err); err != nil && msg != p.lastErr {
+		p.log.Error("policy directory unreadable; keeping the last good state", "dir", p.dir, "err", err)
+		p.lastErr = msg
+	} else if err == nil {
+		p.lastErr = ""
+	}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !slices.Contains([]string{".yaml", ".yml", ".json"}, filepath.Ext(name)) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		seen[name] = true
+		if old, ok := p.files[name]; ok && old.stamp == runner.Stamp(fi) {
+			continue
+		}
+		changed = true
+		parsed, err := parseFile(filepath.Join(p.dir, name))
+		if err != nil {
+			p.log.Error("policy file ignored", "file", name, "err", err)
+			old := p.files[name]
+			old.stamp = runner.Stamp(fi) // report once per version
+			p.files[name] = old
+			continue
+		}
+		parsed.stamp = runner.Stamp(fi)
+		p.files[name] = parsed
+		p.log.Info("policy file loaded", "file", name, "namespaces", len(parsed.namespaces), "pods", len(parsed.pods), "policies", len(parsed.policies))
+	}
+	if err == nil {
+		for name := range p.files {
+			if !seen[name] {
+				delete(p.files, name)
+				changed = true
+			}
+		}
+	}
+	names := make([]string, 0, len(p.files))
+	for n := range p.files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		f := p.files[n]
+		ns, pods, pols = append(ns, f.namespaces...), append(pods, f.pods...), append(pols, f.policies...)
+	}
+	return ns, pods, pols, changed
+}
+
+func (p *policyDir) fingerprint() string {
+	entries, err := os.ReadDir(p.dir)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			fmt.Fprintf(&b, "%s %s\n", e.Name(), runner.Stamp(fi))
+		}
+	}
+	return b.String()
+}
+
+// parseFile reads every document of a file; any bad document fails the
+// whole file, so a half-applied file never takes effect.
+func parseFile(path string) (parsedFile, error) {
+	var out parsedFile
+	f, err := os.Open(path)
+	if err != nil {
+		return out, err
+	}
+	defer f.Close()
+	r := utilyaml.NewYAMLReader(bufio.NewReader(f))
+	for i := 1; ; i++ {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, fmt.Errorf("document %d: %w", i, err)
+		}
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			return out, fmt.Errorf("document %d: %w", i, err)
+		}
+		if err := out.add(tm.Kind, doc); err != nil {
+			return out, fmt.Errorf("document %d (%s): %w", i, tm.Kind, err)
+		}
+	}
+}
+
+func (f *parsedFile) add(kind string, doc []byte) error {
+	switch kind {
+	case "Namespace":
+		var ns corev1.Namespace
+		if err := yaml.UnmarshalStrict(doc, &ns); err != nil {
+			return err
+		}
+		f.namespaces = append(f.namespaces, translate.Namespace(&ns))
+	case "Pod":
+		var pod corev1.Pod
+		if err := yaml.UnmarshalStrict(doc, &pod); err != nil {
+			return err
+		}
+		if pod.Namespace == "" {
+			pod.Namespace = "default"
+		}
+		f.pods = append(f.pods, translate.Pod(&pod))
+	case "NetworkPolicy":
+		var np netv1.NetworkPolicy
+		if err := yaml.UnmarshalStrict(doc, &np); err != nil {
+			return err
+		}
+		if np.Namespace == "" {
+			np.Namespace = "default"
+		}
+		pol, err := translate.NetworkPolicy(&np)
+		if err != nil {
+			return err
+		}
+		f.policies = append(f.policies, pol)
+	default:
+		return fmt.Errorf("kind %q: want Namespace, Pod or NetworkPolicy", kind)
+	}
+	return nil
+}

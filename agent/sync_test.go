@@ -1,0 +1,222 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/petrelnet/petrel/agent/config"
+	"github.com/petrelnet/petrel/bgp"
+	"github.com/petrelnet/petrel/policy"
+	"github.com/petrelnet/petrel/route"
+)
+
+// rig is the loop with every dataplane piece faked: no root, no kernel.
+type rig struct {
+	t   *testing.T
+	j   *journal
+	a   *agent
+	src *fakeSource
+	bgp *fakeBGP
+	rt  *fakeRoutes
+	fw  *fakeFirewall
+	cni *fakeCNI
+}
+
+var (
+	podCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00:10:244:1::/64")}
+	tor      = bgp.Peer{Address: netip.MustParseAddr("10.0.0.1"), ASN: 65000}
+	node2    = bgp.Peer{Address: netip.MustParseAddr("10.0.0.3"), ASN: 64512}
+	learned  = []bgp.Route{{Prefix: netip.MustParsePrefix("10.244.2.0/24"), NextHops: []netip.Addr{netip.MustParseAddr("10.0.0.3")}}}
+)
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	j := &journal{}
+	r := &rig{t: t, j: j, bgp: &fakeBGP{j: j, learned: learned}, rt: &fakeRoutes{j: j, table: map[netip.Prefix]route.Route{}},
+		fw: &fakeFirewall{j: j}, cni: &fakeCNI{j: j}}
+	r.src = &fakeSource{snap: Snapshot{
+		BGP: bgp.Config{ASN: 64512, RouterID: netip.MustParseAddr("10.0.0.2"), ListenPort: 179, PodCIDRs: podCIDRs,
+			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/48")}},
+		Peers:      []bgp.Peer{tor, node2},
+		Namespaces: []policy.Namespace{{Name: "web"}},
+		Pods: []policy.Pod{{Namespace: "web", Name: "api", Labels: map[string]string{"app": "api"},
+			IPs: []netip.Addr{netip.MustParseAddr("10.244.1.5")}}},
+	}}
+	cfg := &config.Config{DataDir: t.TempDir(), CNIConfDir: t.TempDir()}
+	cfg.Defaults()
+	dp := Dataplane{NewSpeaker: r.bgp.new, Routes: r.rt, Firewall: r.fw, CNI: r.cni}
+	r.a = newAgent(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), r.src, dp)
+	if err := r.a.startSpeaker(context.Background(), r.src.snap.BGP); err != nil {
+		t.Fatal(err)
+	}
+	j.take()
+	return r
+}
+
+// sync runs one loop iteration and returns what it changed, in order.
+func (r *rig) sync(resync bool) ([]string, error) {
+	r.t.Helper()
+	err := r.a.sync(context.Background(), resync)
+	return r.j.take(), err
+}
+
+// step syncs, checks the changes, then syncs the same state again and
+// checks that the second sync changed nothing.
+func (r *rig) step(what string, want []string) {
+	r.t.Helper()
+	got, err := r.sync(false)
+	if err != nil {
+		r.t.Fatalf("%s: sync: %v", what, err)
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		r.t.Fatalf("%s: changes (-want +got):\n%s", what, d)
+	}
+	if again, err := r.sync(false); err != nil || len(again) > 0 {
+		r.t.Fatalf("%s: the same state applied twice changed %q (err %v)", what, again, err)
+	}
+}
+
+func TestDatapathBeforeAnnouncement(t *testing.T) {
+	r := newRig(t)
+	r.step("first sync", []string{
+		"route replace blackhole 10.244.1.0/24",
+		"route replace 10.244.2.0/24 via 10.0.0.3",
+		"route replace blackhole fd00:10:244:1::/64",
+		"conflist ranges [10.244.1.0/24 fd00:10:244:1::/64]",
+		"nftables replace: 8 sets, 3 ingress, 3 egress",
+		"bgp peers [10.0.0.1/65000 10.0.0.3/64512]",
+		"bgp announce [10.244.1.0/24 fd00:10:244:1::/64] communities []",
+	})
+	if !r.src.lastReport().Ready {
+		t.Fatal("the source was not told the node is ready")
+	}
+	if got := r.rt.String(); got != "10.244.2.0/24 via 10.0.0.3\nblackhole 10.244.1.0/24\nblackhole fd00:10:244:1::/64" {
+		t.Fatalf("route table:\n%s", got)
+	}
+}
+
+// Until routes, CNI config and policy are all in place once, the node's
+// pod CIDRs are not announced; peers are configured all the same.
+func TestNotReadyAnnouncesNothing(t *testing.T) {
+	r := newRig(t)
+	r.cni.fail = errDisk
+	got, err := r.sync(false)
+	if err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("sync error %v, want the conflist's", err)
+	}
+	if slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "bgp announce") }) {
+		t.Fatalf("announced without a CNI config: %q", got)
+	}
+	if !slices.Contains(got, "bgp peers [10.0.0.1/65000 10.0.0.3/64512]") || r.src.lastReport().Ready {
+		t.Fatalf("peers not configured, or ready reported: %q %+v", got, r.src.lastReport())
+	}
+	r.cni.fail = nil
+	r.step("conflist written", []string{
+		"conflist ranges [10.244.1.0/24 fd00:10:244:1::/64]",
+		"bgp announce [10.244.1.0/24 fd00:10:244:1::/64] communities []",
+	})
+}
+
+// A deleted Node withdraws the node's pod CIDRs and touches nothing else:
+// routes, peers, policy and the CNI config stay. Its return announces them
+// again.
+func TestNodeDeletedWithdrawsOwnCIDRsOnly(t *testing.T) {
+	r := newRig(t)
+	r.sync(false)
+	r.src.snap.NodeGone = true
+	r.step("node deleted", []string{"bgp announce [] communities []"})
+	if got := r.bgp.current().peers; len(got) != 2 {
+		t.Fatalf("peers changed: %v", got)
+	}
+	r.src.snap.NodeGone = false
+	r.step("node back", []string{"bgp announce [10.244.1.0/24 fd00:10:244:1::/64] communities []"})
+}
+
+// A speaker that cannot start with the new settings falls back to the old
+// ones; routes and policy go on being synced, and the error is reported.
+func TestSpeakerRestartFailureKeepsSyncing(t *testing.T) {
+	r := newRig(t)
+	r.sync(false)
+	r.bgp.refuseASN = 65099
+	r.src.snap.BGP.ASN = 65099
+	r.src.snap.Pods = append(r.src.snap.Pods, policy.Pod{Namespace: "web", Name: "api2", IPs: []netip.Addr{netip.MustParseAddr("10.244.1.6")}})
+	got, err := r.sync(false)
+	if err == nil || !strings.Contains(err.Error(), "asn 65099 refused") {
+		t.Fatalf("sync error %v, want the speaker's", err)
+	}
+	want := []string{
+		"bgp stop asn 64512",
+		"bgp start asn 65099 refused",
+		"bgp start asn 64512",
+		"nftables incremental: 8 sets, 3 ingress, 3 egress",
+		"bgp peers [10.0.0.1/65000 10.0.0.3/64512]",
+		"bgp announce [10.244.1.0/24 fd00:10:244:1::/64] communities []",
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("changes (-want +got):\n%s", d)
+	}
+	if r.a.bgpCfg.ASN != 64512 {
+		t.Fatalf("running settings %d, want the old AS", r.a.bgpCfg.ASN)
+	}
+	if !strings.Contains(r.rt.String(), "10.244.2.0/24 via 10.0.0.3") {
+		t.Fatalf("learned route lost:\n%s", r.rt)
+	}
+}
+
+// A changed AS restarts the speaker with it; communities go through Set.
+func TestSettingsAndCommunities(t *testing.T) {
+	r := newRig(t)
+	r.sync(false)
+	r.src.snap.BGP.ASN = 65001
+	r.src.snap.Communities = []uint32{65000<<16 | 100}
+	r.step("new AS and a community", []string{
+		"bgp stop asn 64512",
+		"bgp start asn 65001",
+		"bgp peers [10.0.0.1/65000 10.0.0.3/64512]",
+		"bgp announce [10.244.1.0/24 fd00:10:244:1::/64] communities [4259840100]",
+	})
+}
+
+// The periodic resync makes the route table and the firewall distrust
+// what they remember; the firewall replaces its table whole.
+func TestResyncInvalidates(t *testing.T) {
+	r := newRig(t)
+	r.sync(false)
+	got, err := r.sync(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"nftables replace: 8 sets, 3 ingress, 3 egress"}, got); d != "" {
+		t.Fatalf("resync (-want +got):\n%s", d)
+	}
+	if r.rt.invalidated != 1 {
+		t.Fatalf("route table invalidated %d times, want 1", r.rt.invalidated)
+	}
+}
+
+// A policy the firewall refuses fails the sync (and it is retried), but
+// never blocks routes or announcements once the node was ready.
+func TestFirewallFailureAfterReady(t *testing.T) {
+	r := newRig(t)
+	r.sync(false)
+	r.fw.fail = errDisk
+	r.src.snap.Policies = []policy.Policy{{Namespace: "web", Name: "deny", Ingress: true}}
+	r.bgp.current().learned = append(learned, bgp.Route{Prefix: netip.MustParsePrefix("10.244.3.0/24"), NextHops: []netip.Addr{netip.MustParseAddr("10.0.0.4")}})
+	got, err := r.sync(false)
+	if err == nil {
+		t.Fatal("a refused policy did not fail the sync")
+	}
+	if d := cmp.Diff([]string{"route replace 10.244.3.0/24 via 10.0.0.4", "nftables refused"}, got); d != "" {
+		t.Fatalf("changes (-want +got):\n%s", d)
+	}
+	if !r.src.lastReport().Ready {
+		t.Fatal("a node that was ready stopped announcing")
+	}
+}

@@ -1,0 +1,166 @@
+package route
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Kernel is the main routing table of one network namespace, seen through
+// one rtm_protocol.
+type Kernel struct {
+	h     *netlink.Handle   // dumps
+	batch *nl.NetlinkSocket // batched changes
+	proto netlink.RouteProtocol
+}
+
+var _ Table = (*Kernel)(nil)
+
+// OpenKernel returns the table of namespace ns; netns.None() is the
+// caller's own.
+func OpenKernel(ns netns.NsHandle, proto int) (*Kernel, error) {
+	var h *netlink.Handle
+	var s *nl.NetlinkSocket
+	var err error
+	if ns.IsOpen() {
+		h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+		if err == nil {
+			s, err = nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
+		}
+	} else {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err == nil {
+			s, err = nl.Subscribe(unix.NETLINK_ROUTE) // a plain socket: no groups given
+		}
+	}
+	if err == nil {
+		// Every ack of a batch is queued before the first is read, and a
+		// small ack skb still costs ~1 KiB of buffer: make room, or acks are
+		// dropped. The timeout keeps a lost ack from hanging the loop.
+		err = s.SetReceiveBufferSize(batchSize*2048, true)
+	}
+	if err == nil {
+		err = s.SetReceiveTimeout(&unix.Timeval{Sec: 10})
+	}
+	if err != nil {
+		if h != nil {
+			h.Close()
+		}
+		if s != nil {
+			s.Close()
+		}
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	return &Kernel{h: h, batch: s, proto: netlink.RouteProtocol(proto)}, nil
+}
+
+// Close releases the sockets.
+func (k *Kernel) Close() {
+	k.h.Close()
+	k.batch.Close()
+}
+
+// List returns every route of Petrel's protocol in the main table.
+func (k *Kernel) List() ([]Route, error) {
+	filter := &netlink.Route{Protocol: k.proto, Table: unix.RT_TABLE_MAIN}
+	var rs []netlink.Route
+	var err error
+	// A dump that races a route change comes back marked interrupted and
+	// possibly incomplete; a diff against it could delete live routes, so
+	// retry until one dump is consistent.
+	for range 5 {
+		rs, err = k.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Route, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, fromNetlink(r))
+	}
+	return out, nil
+}
+
+func fromNetlink(r netlink.Route) Route {
+	var out Route
+	if r.Dst != nil {
+		p, _ := netip.AddrFromSlice(r.Dst.IP)
+		ones, _ := r.Dst.Mask.Size()
+		out.Prefix = netip.PrefixFrom(p.Unmap(), ones)
+	}
+	out.Blackhole = r.Type == unix.RTN_BLACKHOLE
+	if a, ok := netip.AddrFromSlice(r.Gw); ok {
+		out.NextHops = append(out.NextHops, a.Unmap())
+	}
+	for _, nh := range r.MultiPath {
+		if a, ok := netip.AddrFromSlice(nh.Gw); ok {
+			out.NextHops = append(out.NextHops, a.Unmap())
+		}
+	}
+	return out
+}
+
+// Watch calls poke when a route of Petrel's protocol is deleted, or a route
+// of another protocol appears (it may have replaced one of Petrel's), so the
+// caller's loop resyncs within moments instead of at the next periodic full
+// sync. Petrel's own installs do not poke, so a sync does not wake itself.
+// A subscription error also pokes: events may have been lost.
+//
+// Watch returns once the subscription is live; stop ends it. ns is the
+// namespace to watch, netns.None() for the caller's own. poke must not block.
+func Watch(ns netns.NsHandle, proto int, poke func()) (stop func(), err error) {
+	done := make(chan struct{})
+	updates, err := subscribe(ns, done)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			for u := range updates {
+				ours := u.Route.Protocol == netlink.RouteProtocol(proto)
+				if (u.Type == unix.RTM_DELROUTE && ours) || (u.Type == unix.RTM_NEWROUTE && !ours) {
+					poke()
+				}
+			}
+			// The subscription ended: the socket overflowed while a large
+			// update was installed, or failed. Changes may have been missed:
+			// poke for a full look, and subscribe again.
+			poke()
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				var serr error
+				if updates, serr = subscribe(ns, done); serr == nil {
+					break
+				}
+			}
+		}
+	}()
+	return func() { close(done) }, nil
+}
+
+func subscribe(ns netns.NsHandle, done chan struct{}) (chan netlink.RouteUpdate, error) {
+	updates := make(chan netlink.RouteUpdate, 1024)
+	// Installing 100,000 routes sends as many notifications; a large buffer
+	// keeps the subscription from overflowing during such a burst.
+	opts := netlink.RouteSubscribeOptions{ReceiveBufferSize: 8 << 20, ReceiveBufferForceSize: true}
+	if ns.IsOpen() {
+		opts.Namespace = &ns
+	}
+	if err := netlink.RouteSubscribeWithOptions(updates, done, opts); err != nil {
+		return nil, fmt.Errorf("subscribe to route changes: %w", err)
+	}
+	return updates, nil
+}

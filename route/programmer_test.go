@@ -1,0 +1,157 @@
+package route
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// fakeTable is an in-memory table that prints itself like `ip route`.
+type fakeTable struct {
+	routes  map[netip.Prefix]Route
+	failFor netip.Prefix
+	calls   int
+}
+
+func newFake(rs ...Route) *fakeTable {
+	f := &fakeTable{routes: map[netip.Prefix]Route{}}
+	for _, r := range rs {
+		f.routes[r.Prefix] = r
+	}
+	return f
+}
+
+func (f *fakeTable) List() ([]Route, error) {
+	var out []Route
+	for _, r := range f.routes {
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (f *fakeTable) Apply(replace, remove []Route) []error {
+	var errs []error
+	for _, r := range replace {
+		f.calls++
+		if r.Prefix == f.failFor {
+			errs = append(errs, errors.New("injected failure"))
+			continue
+		}
+		f.routes[r.Prefix] = r
+		errs = append(errs, nil)
+	}
+	for _, r := range remove {
+		f.calls++
+		delete(f.routes, r.Prefix)
+		errs = append(errs, nil)
+	}
+	return errs
+}
+
+func (f *fakeTable) String() string {
+	var lines []string
+	for _, r := range f.routes {
+		lines = append(lines, r.normal().String())
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+func r(prefix string, nhs ...string) Route {
+	out := Route{Prefix: netip.MustParsePrefix(prefix)}
+	if len(nhs) == 0 {
+		out.Blackhole = true
+	}
+	for _, nh := range nhs {
+		out.NextHops = append(out.NextHops, netip.MustParseAddr(nh))
+	}
+	return out
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func TestSyncStates(t *testing.T) {
+	f := newFake(r("10.244.9.0/24", "10.0.0.9")) // stale, from a previous run
+	p := New(f, quiet)
+	steps := []struct {
+		name string
+		want []Route
+		ip   string
+	}{
+		{"start: own blackhole, one peer; stale removed",
+			[]Route{r("10.244.1.0/24"), r("10.244.2.0/24", "10.0.0.2")},
+			"10.244.2.0/24 via 10.0.0.2\nblackhole 10.244.1.0/24"},
+		{"second path: ECMP",
+			[]Route{r("10.244.1.0/24"), r("10.244.2.0/24", "10.0.0.3", "10.0.0.2")},
+			"10.244.2.0/24 nexthop via 10.0.0.2 nexthop via 10.0.0.3\nblackhole 10.244.1.0/24"},
+		{"IPv6 joins",
+			[]Route{r("10.244.1.0/24"), r("10.244.2.0/24", "10.0.0.2", "10.0.0.3"), r("fd00:10:244:2::/64", "fd00::2")},
+			"10.244.2.0/24 nexthop via 10.0.0.2 nexthop via 10.0.0.3\nblackhole 10.244.1.0/24\nfd00:10:244:2::/64 via fd00::2"},
+		{"peer lost: its routes go",
+			[]Route{r("10.244.1.0/24")},
+			"blackhole 10.244.1.0/24"},
+	}
+	for _, s := range steps {
+		if _, err := p.Sync(context.Background(), s.want); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if got := f.String(); got != s.ip {
+			t.Fatalf("%s:\n got %s\nwant %s", s.name, got, s.ip)
+		}
+		// Idempotent: the same input again changes nothing.
+		f.calls = 0
+		res, err := p.Sync(context.Background(), s.want)
+		if err != nil || res != (Result{}) || f.calls != 0 {
+			t.Fatalf("%s: second sync changed %+v (%d calls, %v)", s.name, res, f.calls, err)
+		}
+	}
+}
+
+func TestSyncRejectsBadInputUntouched(t *testing.T) {
+	for name, want := range map[string][]Route{
+		"duplicate":       {r("10.244.2.0/24", "10.0.0.2"), r("10.244.2.0/24", "10.0.0.3")},
+		"host bits":       {r("10.244.2.1/24", "10.0.0.2")},
+		"family mismatch": {r("10.244.2.0/24", "fd00::2")},
+		"gateway on hole": {{Prefix: netip.MustParsePrefix("10.244.2.0/24"), Blackhole: true, NextHops: []netip.Addr{netip.MustParseAddr("10.0.0.2")}}},
+	} {
+		f := newFake(r("10.244.1.0/24"))
+		if _, err := New(f, quiet).Sync(context.Background(), want); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+		if f.calls != 0 || f.String() != "blackhole 10.244.1.0/24" {
+			t.Errorf("%s: table touched: %s", name, f)
+		}
+	}
+}
+
+func TestSyncPartialFailureAppliesTheRest(t *testing.T) {
+	f := newFake(r("10.244.9.0/24", "10.0.0.9"))
+	f.failFor = netip.MustParsePrefix("10.244.2.0/24")
+	res, err := New(f, quiet).Sync(context.Background(), []Route{r("10.244.2.0/24", "10.0.0.2"), r("10.244.3.0/24", "10.0.0.3")})
+	if err == nil || !strings.Contains(err.Error(), "10.244.2.0/24") {
+		t.Fatalf("error %v, want one naming the failed route", err)
+	}
+	if res != (Result{Replaced: 1, Removed: 1}) || f.String() != "10.244.3.0/24 via 10.0.0.3" {
+		t.Fatalf("result %+v table %s: the other changes should still apply", res, f)
+	}
+}
+
+func TestSyncTrustsMemoryUntilInvalidated(t *testing.T) {
+	f := newFake()
+	p := New(f, quiet)
+	want := []Route{r("10.244.2.0/24", "10.0.0.2")}
+	p.Sync(context.Background(), want)
+	delete(f.routes, netip.MustParsePrefix("10.244.2.0/24")) // someone else deletes it
+	if res, _ := p.Sync(context.Background(), want); res != (Result{}) {
+		t.Fatalf("sync without invalidation changed %+v: it should trust its memory", res)
+	}
+	p.Invalidate()
+	if res, _ := p.Sync(context.Background(), want); res.Replaced != 1 || f.String() != "10.244.2.0/24 via 10.0.0.2" {
+		t.Fatalf("after Invalidate: %+v, table %s", res, f)
+	}
+}
