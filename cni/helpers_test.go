@@ -15,8 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/petrelnet/petrel/cni"
-	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 	"github.com/petrelnet/petrel/internal/rtproto"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 )
 
 var pluginBin string

@@ -11,9 +11,9 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/petrelnet/petrel/route"
-	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 	"github.com/petrelnet/petrel/internal/rtproto"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
+	"github.com/petrelnet/petrel/route"
 )
 
 func rt(prefix string, nhs ...string) route.Route {

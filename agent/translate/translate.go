@@ -17,7 +17,6 @@ import (
 	"github.com/petrelnet/petrel/policy"
 )
 
-
 // Namespace is a namespace's name and labels.
 func Namespace(ns *corev1.Namespace) policy.Namespace {
 	return policy.Namespace{Name: ns.Name, Labels: ns.Labels}

@@ -10,7 +10,6 @@ import (
 	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
-
 func newTorLab(t *testing.T, nodes int) *labtest.TorLab {
 	netnstest.RequireRoot(t)
 	netnstest.RequireTool(t, labtest.FRRDir+"/bgpd")

@@ -213,4 +213,3 @@ func httpGet(t *testing.T, ns netnstest.NS, url string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
-
