@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -90,7 +91,7 @@ func checkStore(conf *Config, args *skel.CmdArgs, want []netip.Addr) []string {
 }
 
 func checkPod(fd int, ifName, mac string, addrs []netip.Addr) []string {
-	h, err := netlink.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_ROUTE)
+	h, err := netlinksafe.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_ROUTE)
 	if err != nil {
 		return []string{"netlink in pod namespace: " + err.Error()}
 	}
@@ -125,7 +126,7 @@ func checkPod(fd int, ifName, mac string, addrs []netip.Addr) []string {
 }
 
 func checkHost(name, mac string, addrs []netip.Addr) []string {
-	link, err := netlink.LinkByName(name)
+	link, err := netlinksafe.LinkByName(name)
 	if err != nil {
 		return []string{fmt.Sprintf("host veth %s: %v", name, err)}
 	}
@@ -133,7 +134,7 @@ func checkHost(name, mac string, addrs []netip.Addr) []string {
 	if mac != "" && link.Attrs().HardwareAddr.String() != mac {
 		p = append(p, fmt.Sprintf("host veth %s has MAC %s, want %s", name, link.Attrs().HardwareAddr, mac))
 	}
-	routes, err := netlink.RouteList(link, netlink.FAMILY_ALL)
+	routes, err := netlinksafe.RouteList(link, netlink.FAMILY_ALL)
 	if err != nil {
 		return append(p, fmt.Sprintf("routes of %s: %v", name, err))
 	}

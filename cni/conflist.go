@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+
+	"github.com/petrelnet/petrel/internal/atomicfile"
 )
 
 // ConfListFile is the file the agent writes into the CNI config directory.
@@ -78,28 +80,8 @@ func WriteConfList(dir string, c ConfList) (bool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, fmt.Errorf("cni config dir %s: %w", dir, err)
 	}
-	// The temporary name does not end in .conflist, so a runtime scanning
-	// the directory never loads it.
-	tmp, err := os.CreateTemp(dir, "."+ConfListFile+".tmp-*")
-	if err != nil {
-		return false, fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return false, fmt.Errorf("write %s: %w", path, err)
+	if err := atomicfile.Write(path, bytes.NewReader(b), 0o644); err != nil {
+		return false, err
 	}
 	return true, nil
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/vishvananda/netlink"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
 	"github.com/petrelnet/petrel/ipam"
 )
@@ -65,7 +65,7 @@ func gcStore(conf *Config, keep func(id, ifName string) bool) ([]ipam.Allocation
 // Only links that carry both Petrel's name prefix and Petrel's alias for
 // this network are considered.
 func gcVeths(network string, keep func(id, ifName string) bool) error {
-	links, err := netlink.LinkList()
+	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}

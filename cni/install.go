@@ -2,9 +2,10 @@ package cni
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/petrelnet/petrel/internal/atomicfile"
 )
 
 // InstallBinary copies the plugin at src into dir as "petrel", atomically:
@@ -16,26 +17,8 @@ func InstallBinary(src, dir string) error {
 		return fmt.Errorf("install CNI plugin: %w", err)
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(dir, ".petrel-*")
-	if err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, PluginType), in, 0o755); err != nil {
 		return fmt.Errorf("install CNI plugin: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	_, err = io.Copy(tmp, in)
-	if err == nil {
-		err = tmp.Chmod(0o755)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, PluginType))
-	}
-	if err != nil {
-		return fmt.Errorf("install CNI plugin into %s: %w", dir, err)
 	}
 	return nil
 }

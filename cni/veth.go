@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -159,7 +160,7 @@ func hostRoute(idx int, ip netip.Addr) *netlink.Route {
 
 // removeHostVeth deletes a host veth by name; a missing one is success.
 func removeHostVeth(name string) error {
-	link, err := netlink.LinkByName(name)
+	link, err := netlinksafe.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {

@@ -1,6 +1,7 @@
 package clab
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/petrelnet/petrel/internal/atomicfile"
 	"github.com/petrelnet/petrel/internal/nsrun"
 )
 
@@ -78,11 +80,7 @@ func Deploy(topoPath, workDir string) (string, error) {
 
 func (d *deployer) save(path string) error {
 	b, _ := json.MarshalIndent(d.state, "", "  ")
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, bytes.NewReader(b), 0o644)
 }
 
 func (d *deployer) run(path string) error {
