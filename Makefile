@@ -1,9 +1,13 @@
-# Petrel — see README.md. Kernel tests need root.
+# Petrel. Three tiers: `make test-unit` (no root, seconds), `make test`
+# (everything, as root: what CI runs), `make lint`. See docs/testing.md.
 GO      ?= go
 TOOLS   := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build deps test bench demo image clean
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI         := $(TOOLS)/golangci-lint-$(GOLANGCI_VERSION)
+
+.PHONY: all build deps test test-unit lint bench demo image clean
 
 all: build
 
@@ -19,16 +23,36 @@ deps:
 demo: deps build
 	$(GO) run ./test/lab/demo -agent $(CURDIR)/bin/petrel-agent -cni $(CURDIR)/bin/petrel-cni
 
-# Every test, the kernel ones included (as root).
+# Pure logic and in-process GoBGP speakers: no root, no apt, no network
+# namespaces (-short skips every kernel, lab and API-server test).
+test-unit:
+	$(GO) test -short -race -count=1 ./...
+
+# Every test, the kernel ones included (as root): the unit tier with the
+# race detector, then everything.
 test: deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -short -race -count=1 ./...
+	$(GO) test -count=1 -timeout 25m ./...
+
+# gofmt, go vet, and golangci-lint's depguard rules (.golangci.yml): one home
+# per heavy dependency, no testing package in a product binary.
+lint: $(GOLANGCI)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GOLANGCI) run ./...
+	@if $(GO) list -deps ./cmd/... | grep -qx testing; then echo "a binary in cmd/ links the testing package"; exit 1; fi
+
+$(GOLANGCI):
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	mv $(TOOLS)/golangci-lint $@
 
 bench: deps build
 	$(GO) run ./test/bench/cnibench -plugin $(CURDIR)/bin/petrel-cni
 	$(GO) run ./test/bench/routebench -agent $(CURDIR)/bin/petrel-agent -sizes 10000,20000,100000
 	$(GO) run ./test/bench/policybench -plugin $(CURDIR)/bin/petrel-cni
-	$(GO) test -run XXX -bench . -benchtime 5x ./bgp/fib/ ./policy/
+	$(GO) test -run XXX -bench . -benchtime 5x ./route/ ./policy/
 
 # Petrel's image (needs a Docker engine, which this project's CI does not have).
 IMAGE ?= petrel:latest

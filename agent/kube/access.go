@@ -1,0 +1,87 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// checkAccess fails early, naming the fix, when Petrel's CRDs are missing
+// or the agent may not read what it watches: otherwise an informer would
+// wait for its first list forever.
+func checkAccess(ctx context.Context, dyn dynamic.Interface, namespace string) error {
+	for _, r := range []struct {
+		gvr schema.GroupVersionResource
+		ns  string
+	}{
+		{bgpPeersGVR, ""}, {bgpConfigsGVR, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "nodes"}, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "pods"}, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, ""},
+		{schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"}, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, namespace},
+	} {
+		_, err := dyn.Resource(r.gvr).Namespace(r.ns).List(ctx, metav1.ListOptions{Limit: 1})
+		where := r.gvr.GroupResource().String()
+		if r.ns != "" {
+			where += " in namespace " + r.ns
+		}
+		switch {
+		case err == nil:
+		case apierrors.IsNotFound(err) && r.gvr.Group == CRDGroup:
+			return fmt.Errorf("%s: the CRD is not installed (kubectl apply -f manifests/petrel.yaml)", where)
+		case apierrors.IsForbidden(err):
+			return fmt.Errorf("list %s: forbidden: the agent's RBAC is missing or outdated (kubectl apply -f manifests/petrel.yaml): %w", where, err)
+		default:
+			return fmt.Errorf("list %s: %w", where, err)
+		}
+	}
+	return nil
+}
+
+// Namespace is the agent's own namespace (POD_NAMESPACE from the downward
+// API), where BGPPeer password Secrets live; petrel-system by default.
+func Namespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "petrel-system"
+}
+
+// markNetworkAvailable sets the Node condition NetworkUnavailable=False:
+// routes and CNI config are in place.
+func markNetworkAvailable(ctx context.Context, cs kubernetes.Interface, node string) error {
+	now := metav1.Now()
+	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{{
+		Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse,
+		Reason: "PetrelIsUp", Message: "Petrel's routes and CNI config are in place",
+		LastTransitionTime: now, LastHeartbeatTime: now,
+	}}}})
+	_, err := cs.CoreV1().Nodes().PatchStatus(ctx, node, patch)
+	if err != nil {
+		return fmt.Errorf("set NetworkUnavailable=False on node %s: %w", node, err)
+	}
+	return nil
+}
+
+// RestConfig is the API server connection: from a kubeconfig file, or the
+// in-cluster service account when path is empty.
+func RestConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		return rest.InClusterConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", path)
+}
+
+// InCluster reports whether the process runs in a pod with a service account.
+func InCluster() bool { return os.Getenv("KUBERNETES_SERVICE_HOST") != "" }
