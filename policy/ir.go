@@ -142,7 +142,8 @@ func (s *Set) normalize() {
 	{
 		slices.SortFunc(s.Elems, compareElem)
 		s.Elems = slices.Compact(s.Elems)
-		if s.Kind != AddrSet {
+		if s.Kind == DstSet {
+			s.Elems = disjoint(s.Elems)
 			return
 		}
 		var merged []Elem
