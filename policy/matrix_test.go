@@ -35,28 +35,49 @@ func TestUpstreamMatricesWithRealPackets(t *testing.T) {
 		}
 		in := policy.Input{Namespaces: fixture.Namespaces, Pods: fixture.Pods, Policies: c.Policies}
 		n.sync(in, false)
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		var wrong []string
-		for from := range n.pods {
-			for to := range n.pods {
-				if from == to {
-					continue
-				}
-				wg.Go(func() {
-					if got, want := n.reach(from, to, c.Probe.Proto), c.Allowed(from, to); got != want {
-						mu.Lock()
-						wrong = append(wrong, fmt.Sprintf("%s -> %s: got %v want %v", from, to, got, want))
-						mu.Unlock()
-					}
-				})
-			}
-		}
-		wg.Wait()
-		if len(wrong) > 0 {
+		if wrong := n.matrix(c.Probe.Proto, c.Allowed); len(wrong) > 0 {
 			t.Errorf("case %q, proto %d port %d:\n%v", c.Name, c.Probe.Proto, c.Probe.Port, wrong)
 		}
 		ran++
 	}
 	t.Logf("%d cases with real packets", ran)
+
+	// A sample of the generator's random policies (see
+	// generated_kernel_test.go), judged by the independent model.
+	for c, in := range generatedInputs(3, 10, 6) {
+		n.sync(in, c%2 == 0)
+		for _, proto := range []policy.Protocol{policy.TCP, policy.UDP} {
+			port := map[policy.Protocol]uint16{policy.TCP: 80, policy.UDP: 81}[proto]
+			model := func(from, to string) bool {
+				return policycases.Allowed(in, n.pods[from].pod.IPs[0], n.pods[to].pod.IPs[0], proto, port)
+			}
+			if wrong := n.matrix(proto, model); len(wrong) > 0 {
+				t.Errorf("generated seed 3 case %d, proto %d:\n%v\npolicies: %s", c, proto, wrong, policiesString(in.Policies))
+			}
+		}
+	}
+}
+
+// matrix probes every ordered pair of pods with a real connection and
+// returns the pairs where the packets disagree with want.
+func (n *policyNode) matrix(proto policy.Protocol, want func(from, to string) bool) []string {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var wrong []string
+	for from := range n.pods {
+		for to := range n.pods {
+			if from == to {
+				continue
+			}
+			wg.Go(func() {
+				if got, w := n.reach(from, to, proto), want(from, to); got != w {
+					mu.Lock()
+					wrong = append(wrong, fmt.Sprintf("%s -> %s: got %v want %v", from, to, got, w))
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	return wrong
 }

@@ -18,8 +18,9 @@ import (
 // of elements whose address ranges chain together are decomposed, by a
 // sweep over their address boundaries.
 func disjoint(es []Elem) []Elem {
-	slices.SortFunc(es, compareElem)
+	// es is sorted by compareElem (Set.normalize).
 	var out []Elem
+	changed := false
 	for start := 0; start < len(es); {
 		end, hi := start+1, es[start].AddrHi
 		for end < len(es) && es[end].AddrLo.Compare(hi) <= 0 {
@@ -28,15 +29,34 @@ func disjoint(es []Elem) []Elem {
 			}
 			end++
 		}
-		if end-start == 1 {
-			out = append(out, es[start])
+		if run := es[start:end]; len(run) <= 16 && !overlapping(run) {
+			out = append(out, run...)
 		} else {
-			out = append(out, sweepAddrs(es[start:end])...)
+			out = append(out, sweepAddrs(run)...)
+			changed = true
 		}
 		start = end
 	}
-	slices.SortFunc(out, compareElem)
+	if changed {
+		slices.SortFunc(out, compareElem)
+	}
 	return out
+}
+
+// overlapping reports whether two elements of a run share a point. Most
+// runs are short (a pod's few ports), where a pairwise check is cheapest;
+// longer ones are swept.
+func overlapping(run []Elem) bool {
+	for i := range run {
+		for j := i + 1; j < len(run); j++ {
+			x, y := run[i], run[j]
+			if x.AddrLo.Compare(y.AddrHi) <= 0 && y.AddrLo.Compare(x.AddrHi) <= 0 &&
+				x.ProtoLo <= y.ProtoHi && y.ProtoLo <= x.ProtoHi && x.PortLo <= y.PortHi && y.PortLo <= x.PortHi {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // rect is a box's protocol × port part, bounds inclusive.
