@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -15,6 +16,7 @@ import (
 type Compiler struct {
 	entries map[string]cacheEntry
 	nsVer   map[string]uint64
+	reused  int // policies the last Compile took from the cache
 }
 
 type cacheEntry struct {
@@ -27,7 +29,7 @@ func NewCompiler() *Compiler { return &Compiler{entries: map[string]cacheEntry{}
 
 // Compile is Compile, with the cache.
 func (k *Compiler) Compile(in Input) *Desired {
-	k.nsVer = namespaceVersions(in)
+	k.nsVer, k.reused = namespaceVersions(in), 0
 	d := compile(in, k)
 	live := map[string]bool{}
 	for _, p := range in.Policies {
@@ -46,6 +48,7 @@ func (k *Compiler) Compile(in Input) *Desired {
 func (k *Compiler) lookup(c *compiler, p Policy) (*Desired, cacheEntry) {
 	want := cacheEntry{key: policyKey(p), deps: k.deps(c, p)}
 	if e, ok := k.entries[p.Namespace+"/"+p.Name]; ok && e.key == want.key && e.deps == want.deps {
+		k.reused++
 		return e.out, e
 	}
 	return nil, want
@@ -56,7 +59,20 @@ func (k *Compiler) store(p Policy, e cacheEntry, out *Desired) {
 	k.entries[p.Namespace+"/"+p.Name] = e
 }
 
-func policyKey(p Policy) string { return fmt.Sprintf("%#v", p) }
+// Reused is how many policies the last Compile took from the cache.
+func (k *Compiler) Reused() int { return k.reused }
+
+// policyKey identifies a policy by its values. Policies translated afresh
+// from API objects at every sync carry new pointers (selectors, ipBlocks):
+// the key must not see them. JSON writes map keys sorted, so equal values
+// give equal keys.
+func policyKey(p Policy) string {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Sprintf("unkeyable %p", &p) // never reused
+	}
+	return string(b)
+}
 
 // deps names the namespaces a policy reads, with their versions.
 func (k *Compiler) deps(c *compiler, p Policy) string {
