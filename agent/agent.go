@@ -133,7 +133,9 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 		adverts = bgp.Adverts{Prefixes: pods, Communities: snap.Communities}
 	}
 	_, setErr := a.speaker.Set(ctx, snap.Peers, adverts)
-	repErr := a.src.Report(ctx, Status{Ready: a.ready, Sessions: a.speaker.PeerStates()})
+	held := a.dp.Routes.Held()
+	a.metrics.routeConflicts.Set(float64(len(held)))
+	repErr := a.src.Report(ctx, Status{Ready: a.ready, Sessions: a.speaker.PeerStates(), HeldRoutes: held})
 	a.metrics.ready.Store(a.ready)
 	a.metrics.lastSync.Store(time.Now().UnixNano())
 	return errors.Join(srcErr, bgpErr, routeErr, confErr, polErr, setErr, repErr)

@@ -40,6 +40,9 @@ type RouteTable interface {
 	// Invalidate makes the next Sync read the kernel instead of trusting
 	// what it installed.
 	Invalidate()
+	// Held are the wanted prefixes that routes Petrel does not own keep
+	// out of the table (they are never replaced).
+	Held() []netip.Prefix
 }
 
 // Firewall is Petrel's nftables table (*policy.Syncer). It decides itself

@@ -117,6 +117,8 @@ func (r *fakeRoutes) Sync(_ context.Context, want []route.Route) (route.Result, 
 
 func (r *fakeRoutes) Invalidate() { r.invalidated++ }
 
+func (r *fakeRoutes) Held() []netip.Prefix { return nil }
+
 func (r *fakeRoutes) list() []route.Route {
 	var out []route.Route
 	for _, x := range r.table {

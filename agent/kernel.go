@@ -40,7 +40,12 @@ func KernelDataplane(cfg *config.Config, log *slog.Logger) (Dataplane, error) {
 		Firewall: fw,
 		CNI:      confDir(cfg.CNIConfDir),
 		Watch: func(ctx context.Context, poke func()) error {
-			stop, err := route.Watch(netns.None(), rtproto.BGP, func() { routes.Invalidate(); poke() })
+			stop, err := route.Watch(netns.None(), rtproto.BGP, func(stale bool) {
+				if stale {
+					routes.Invalidate()
+				}
+				poke()
+			})
 			if err != nil {
 				return err
 			}

@@ -21,6 +21,7 @@ type agentMetrics struct {
 	fibSync         prometheus.Histogram
 	policySync      prometheus.Histogram
 	podAddresses    prometheus.Gauge
+	routeConflicts  prometheus.Gauge
 	ready           atomic.Bool
 	lastSync        atomic.Int64 // unix nanoseconds of the last finished sync
 }
@@ -38,7 +39,9 @@ func newAgentMetrics() *agentMetrics {
 		podAddresses: prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_ipam_allocated_addresses",
 			Help: "Pod addresses allocated on this node (IPAM store)."}),
 	}
-	m.reg.MustRegister(m.routesInstalled, m.fibSync, m.policySync, m.podAddresses,
+	m.routeConflicts = prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_route_conflicts",
+		Help: "Learned prefixes not installed because a route Petrel does not own (another protocol) holds them."})
+	m.reg.MustRegister(m.routesInstalled, m.fibSync, m.policySync, m.podAddresses, m.routeConflicts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -39,6 +39,9 @@ type Status struct {
 	Ready bool
 	// Sessions is each peer's session state ("established", "idle", ...).
 	Sessions map[netip.Addr]string
+	// HeldRoutes are learned prefixes not installed because a route Petrel
+	// does not own holds them.
+	HeldRoutes []netip.Prefix
 }
 
 // Source is where the desired state comes from: the Kubernetes API

@@ -14,14 +14,24 @@ import (
 // dozen bytes each) must fit the socket's receive buffer.
 const batchSize = 512
 
-// Apply replaces then removes routes, many per system call: one netlink
-// round trip per route made installing 100,000 routes take seconds. It
-// returns one error (or nil) per route, replacements first. Removing a
-// route that is already gone is success.
-func (k *Kernel) Apply(replace, remove []Route) []error {
-	reqs := make([]*nl.NetlinkRequest, 0, len(replace)+len(remove))
-	for _, r := range replace {
-		reqs = append(reqs, k.request(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, r))
+// Apply adds, changes, then removes routes, many per system call: one
+// netlink round trip per route made installing 100,000 routes take
+// seconds. It returns one error (or nil) per route, in that order.
+//
+// An add never replaces: it is an exclusive create, and a prefix already
+// held by a route of another protocol (the administrator's static default,
+// the CNI plugin's per-pod route) fails with ErrHeld and stays as it is. A
+// change replaces a route that was Petrel's when the table was listed; a
+// delete names Petrel's protocol, which the kernel matches, so it never
+// removes another's route. Removing a route that is already gone is
+// success.
+func (k *Kernel) Apply(add, change, remove []Route) []error {
+	reqs := make([]*nl.NetlinkRequest, 0, len(add)+len(change)+len(remove))
+	for _, r := range add {
+		reqs = append(reqs, k.request(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_EXCL, r))
+	}
+	for _, r := range change {
+		reqs = append(reqs, k.request(unix.RTM_NEWROUTE, unix.NLM_F_REPLACE, r))
 	}
 	for _, r := range remove {
 		reqs = append(reqs, k.request(unix.RTM_DELROUTE, 0, r))
@@ -30,8 +40,11 @@ func (k *Kernel) Apply(replace, remove []Route) []error {
 	for i := 0; i < len(reqs); i += batchSize {
 		k.send(reqs[i:min(i+batchSize, len(reqs))], errs[i:])
 	}
-	for i := len(replace); i < len(errs); i++ {
-		if errs[i] == unix.ESRCH {
+	for i, err := range errs {
+		switch {
+		case i < len(add) && err == unix.EEXIST:
+			errs[i] = ErrHeld
+		case i >= len(add)+len(change) && err == unix.ESRCH:
 			errs[i] = nil
 		}
 	}

@@ -109,15 +109,18 @@ func fromNetlink(r netlink.Route) Route {
 	return out
 }
 
-// Watch calls poke when a route of Petrel's protocol is deleted, or a route
-// of another protocol appears (it may have replaced one of Petrel's), so the
-// caller's loop resyncs within moments instead of at the next periodic full
-// sync. Petrel's own installs do not poke, so a sync does not wake itself.
-// A subscription error also pokes: events may have been lost.
+// Watch reports route changes made by others, so the caller's loop resyncs
+// within moments instead of at the next periodic full sync. poke(true):
+// a route of Petrel's protocol was deleted, or a route of another protocol
+// appeared (it may have replaced one of Petrel's): what the caller
+// remembers of the table is stale. poke(false): a route of another
+// protocol went away, which may free a prefix Petrel was kept out of.
+// Petrel's own installs do not poke, so a sync does not wake itself. A
+// subscription error pokes as stale: events may have been lost.
 //
 // Watch returns once the subscription is live; stop ends it. ns is the
 // namespace to watch, netns.None() for the caller's own. poke must not block.
-func Watch(ns netns.NsHandle, proto int, poke func()) (stop func(), err error) {
+func Watch(ns netns.NsHandle, proto int, poke func(stale bool)) (stop func(), err error) {
 	done := make(chan struct{})
 	updates, err := subscribe(ns, done)
 	if err != nil {
@@ -127,14 +130,17 @@ func Watch(ns netns.NsHandle, proto int, poke func()) (stop func(), err error) {
 		for {
 			for u := range updates {
 				ours := u.Route.Protocol == netlink.RouteProtocol(proto)
-				if (u.Type == unix.RTM_DELROUTE && ours) || (u.Type == unix.RTM_NEWROUTE && !ours) {
-					poke()
+				switch {
+				case (u.Type == unix.RTM_DELROUTE && ours) || (u.Type == unix.RTM_NEWROUTE && !ours):
+					poke(true)
+				case u.Type == unix.RTM_DELROUTE:
+					poke(false)
 				}
 			}
 			// The subscription ended: the socket overflowed while a large
 			// update was installed, or failed. Changes may have been missed:
 			// poke for a full look, and subscribe again.
-			poke()
+			poke(true)
 			for {
 				select {
 				case <-done:

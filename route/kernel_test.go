@@ -106,8 +106,10 @@ func TestKernelSync(t *testing.T) {
 	pokes := make(chan struct{}, 1)
 	nsh, _ := netns.GetFromName(n.Name)
 	defer nsh.Close()
-	stop, err := route.Watch(nsh, rtproto.BGP, func() {
-		p.Invalidate() // as the agent does: the kernel changed under us
+	stop, err := route.Watch(nsh, rtproto.BGP, func(stale bool) {
+		if stale {
+			p.Invalidate() // as the agent does: the kernel changed under us
+		}
 		select {
 		case pokes <- struct{}{}:
 		default:
@@ -204,6 +206,92 @@ func BenchmarkKernelSync(b *testing.B) {
 		}
 		if res, err := p.Sync(ctx, nil); err != nil || res.Removed != len(want) {
 			b.Fatalf("remove: %+v %v", res, err)
+		}
+	}
+}
+
+// TestForeignRoutesStayInTheKernel: learned routes for prefixes that routes
+// of other protocols hold — the node's static default, an administrator's
+// route, the CNI plugin's per-pod /32 (protocol 62), an IPv6 static — are
+// not installed and never replace them; one goes in when its prefix is
+// freed; removing everything leaves the others in place.
+func TestForeignRoutesStayInTheKernel(t *testing.T) {
+	n, k := routerNS(t)
+	for _, args := range [][]string{
+		{"route", "add", "default", "via", "10.0.0.9", "proto", "static"},
+		{"route", "add", "10.244.1.5/32", "dev", "up0", "proto", "62"},
+		{"-6", "route", "add", "fd00:99::/64", "via", "fd00::9", "proto", "static"},
+	} {
+		if out, err := n.Run("ip", args...); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
+	foreign := func() string {
+		var out []string
+		for _, fam := range []string{"-4", "-6"} {
+			o, _ := n.Run("ip", fam, "route", "show", "table", "main")
+			for l := range strings.Lines(o) {
+				if !strings.Contains(l, "proto 61") && !strings.Contains(l, "proto kernel") && !strings.HasPrefix(l, "fe80") && !strings.HasPrefix(l, "multicast") {
+					out = append(out, strings.Join(strings.Fields(l), " "))
+				}
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	before := foreign()
+	p := route.New(k, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	want := []route.Route{rt("0.0.0.0/0", "10.0.0.2"), rt("192.0.2.0/24", "10.0.0.2"), rt("10.244.1.5/32", "10.0.0.2"),
+		rt("fd00:99::/64", "fd00::2"), rt("10.244.2.0/24", "10.0.0.2")}
+	ctx := context.Background()
+	for range 2 {
+		res, err := p.Sync(ctx, want)
+		if err != nil || res.Held != 4 {
+			t.Fatalf("sync: %+v %v, want 4 held", res, err)
+		}
+		if got := foreign(); got != before {
+			t.Fatalf("foreign routes changed:\n%s\nwas\n%s", got, before)
+		}
+		if got := ipRoutes(t, n); got != "10.244.2.0/24 via 10.0.0.2 dev up0" {
+			t.Fatalf("Petrel's routes:\n%s", got)
+		}
+	}
+	// The administrator removes the static 192.0.2.0/24: the watch pokes
+	// (not stale) and the next sync installs Petrel's.
+	nsh, _ := netns.GetFromName(n.Name)
+	defer nsh.Close()
+	pokes := make(chan bool, 16)
+	stop, err := route.Watch(nsh, rtproto.BGP, func(stale bool) { pokes <- stale })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if out, err := n.Run("ip", "route", "del", "192.0.2.0/24", "proto", "static"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	select {
+	case stale := <-pokes:
+		if stale {
+			t.Fatal("a foreign delete was reported as stale memory")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no poke after a foreign route went away")
+	}
+	if res, err := p.Sync(ctx, want); err != nil || res.Replaced != 1 || res.Held != 3 {
+		t.Fatalf("after the prefix was freed: %+v %v", res, err)
+	}
+	if got := ipRoutes(t, n); got != "10.244.2.0/24 via 10.0.0.2 dev up0\n192.0.2.0/24 via 10.0.0.2 dev up0" {
+		t.Fatalf("Petrel's routes:\n%s", got)
+	}
+	// Uninstall: Petrel's routes go, the static default and the pod route stay.
+	if _, err := p.Sync(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := ipRoutes(t, n); got != "" {
+		t.Fatalf("left: %s", got)
+	}
+	for _, want := range []string{"default via 10.0.0.9 dev up0 proto static", "10.244.1.5 dev up0 proto 62 scope link", "fd00:99::/64 via fd00::9 dev up0 proto static"} {
+		if !strings.Contains(foreign(), want) {
+			t.Fatalf("%q gone after uninstall:\n%s", want, foreign())
 		}
 	}
 }

@@ -6,16 +6,24 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 )
 
 // Table is the kernel routing table as Sync sees it: only Petrel's routes.
 type Table interface {
 	List() ([]Route, error)
-	// Apply replaces, then removes, and returns one error or nil per route
-	// (replacements first). Removing a route already gone is success.
-	Apply(replace, remove []Route) []error
+	// Apply adds, changes, then removes, and returns one error or nil per
+	// route in that order. An add fails with ErrHeld where a route Petrel
+	// does not own holds the prefix; nothing else is ever replaced.
+	// Removing a route already gone is success.
+	Apply(add, change, remove []Route) []error
 }
+
+// ErrHeld is the outcome of adding a route whose prefix a route of another
+// protocol holds. Petrel leaves that route alone and adds its own once the
+// other is gone.
+var ErrHeld = errors.New("the prefix is held by a route Petrel does not own")
 
 // Programmer keeps a Table equal to the desired routes.
 //
@@ -31,11 +39,14 @@ type Programmer struct {
 
 	mu        sync.Mutex
 	installed map[netip.Prefix]Route // nil: unknown, list the kernel
+	// held are the wanted routes a foreign route keeps out; each is tried
+	// again at every sync, and reported once when it starts and ends.
+	held map[netip.Prefix]Route
 }
 
 // New returns a Programmer over table.
 func New(table Table, log *slog.Logger) *Programmer {
-	return &Programmer{table: table, log: log}
+	return &Programmer{table: table, log: log, held: map[netip.Prefix]Route{}}
 }
 
 // Invalidate makes the next Sync list the kernel instead of trusting what
@@ -72,9 +83,10 @@ func (p *Programmer) current() ([]Route, error) {
 	return have, nil
 }
 
-// Result says what a Sync changed.
+// Result says what a Sync changed, and how many wanted routes foreign
+// routes keep out of the table.
 type Result struct {
-	Replaced, Removed int
+	Replaced, Removed, Held int
 }
 
 // Sync makes the table hold exactly want. It is idempotent: with the table
@@ -100,27 +112,94 @@ func (p *Programmer) Sync(ctx context.Context, want []Route) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
-	var res Result
-	var errs []error
-	for i, err := range p.table.Apply(replace, remove) {
-		r, verb := replace, "replace"
-		if i >= len(replace) {
-			r, verb, i = remove, "delete", i-len(replace)
-		}
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("%s %s: %w", verb, r[i], err))
-		case verb == "replace":
-			res.Replaced++
-		default:
-			res.Removed++
+	ours := make(map[netip.Prefix]bool, len(have))
+	for _, r := range have {
+		ours[r.Prefix] = true
+	}
+	var add, change []Route
+	for _, r := range replace {
+		if ours[r.Prefix] {
+			change = append(change, r)
+		} else {
+			add = append(add, r)
 		}
 	}
-	p.remember(replace, remove, len(errs) > 0)
-	if res != (Result{}) {
+	var res Result
+	var errs []error
+	held := map[netip.Prefix]Route{}
+	var done, gone []Route
+	for i, err := range p.table.Apply(add, change, remove) {
+		r, verb := applied(i, add, change, remove)
+		switch {
+		case errors.Is(err, ErrHeld):
+			held[r.Prefix] = r
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s %s: %w", verb, r, err))
+		case verb == "delete":
+			res.Removed++
+			gone = append(gone, r)
+		default:
+			res.Replaced++
+			done = append(done, r)
+		}
+	}
+	p.remember(done, gone, len(errs) > 0)
+	p.reportHeld(held, want)
+	res.Held = len(p.held)
+	if res.Replaced+res.Removed > 0 {
 		p.log.Debug("routes synced", "replaced", res.Replaced, "removed", res.Removed)
 	}
 	return res, errors.Join(errs...)
+}
+
+// applied is the i-th route of an Apply, and what was done with it.
+func applied(i int, add, change, remove []Route) (Route, string) {
+	switch {
+	case i < len(add):
+		return add[i], "add"
+	case i < len(add)+len(change):
+		return change[i-len(add)], "replace"
+	}
+	return remove[i-len(add)-len(change)], "delete"
+}
+
+// reportHeld logs each prefix a foreign route starts or stops holding.
+// A held route that is no longer wanted is simply forgotten.
+func (p *Programmer) reportHeld(now map[netip.Prefix]Route, want []Route) {
+	wanted := make(map[netip.Prefix]bool, len(want))
+	for _, r := range want {
+		wanted[r.Prefix] = true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for prefix, r := range now {
+		if _, known := p.held[prefix]; !known {
+			p.log.Warn("learned route not installed: a route Petrel does not own holds the prefix; it stays, and Petrel's goes in once it is gone", "prefix", prefix, "route", r.String())
+		}
+		p.held[prefix] = r
+	}
+	for prefix := range p.held {
+		if _, still := now[prefix]; still {
+			continue
+		}
+		if wanted[prefix] {
+			p.log.Info("route installed: the prefix is free again", "prefix", prefix)
+		}
+		delete(p.held, prefix)
+	}
+}
+
+// Held are the wanted prefixes that routes of other protocols keep out of
+// the table, as of the last Sync.
+func (p *Programmer) Held() []netip.Prefix {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]netip.Prefix, 0, len(p.held))
+	for prefix := range p.held {
+		out = append(out, prefix)
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return out
 }
 
 // remember folds an applied change into the memory of the table; after a

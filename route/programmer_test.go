@@ -3,6 +3,7 @@ package route
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -14,12 +15,13 @@ import (
 // fakeTable is an in-memory table that prints itself like `ip route`.
 type fakeTable struct {
 	routes  map[netip.Prefix]Route
+	foreign map[netip.Prefix]string // routes of other protocols, by prefix
 	failFor netip.Prefix
 	calls   int
 }
 
 func newFake(rs ...Route) *fakeTable {
-	f := &fakeTable{routes: map[netip.Prefix]Route{}}
+	f := &fakeTable{routes: map[netip.Prefix]Route{}, foreign: map[netip.Prefix]string{}}
 	for _, r := range rs {
 		f.routes[r.Prefix] = r
 	}
@@ -34,14 +36,31 @@ func (f *fakeTable) List() ([]Route, error) {
 	return out, nil
 }
 
-func (f *fakeTable) Apply(replace, remove []Route) []error {
+// Apply behaves as the kernel does with Petrel's flags: an add is an
+// exclusive create, a change replaces what is there.
+func (f *fakeTable) Apply(add, change, remove []Route) []error {
 	var errs []error
-	for _, r := range replace {
+	for _, r := range add {
+		f.calls++
+		_, ours := f.routes[r.Prefix]
+		_, theirs := f.foreign[r.Prefix]
+		switch {
+		case r.Prefix == f.failFor:
+			errs = append(errs, errors.New("injected failure"))
+		case ours || theirs:
+			errs = append(errs, ErrHeld)
+		default:
+			f.routes[r.Prefix] = r
+			errs = append(errs, nil)
+		}
+	}
+	for _, r := range change {
 		f.calls++
 		if r.Prefix == f.failFor {
 			errs = append(errs, errors.New("injected failure"))
 			continue
 		}
+		delete(f.foreign, r.Prefix)
 		f.routes[r.Prefix] = r
 		errs = append(errs, nil)
 	}
@@ -57,6 +76,9 @@ func (f *fakeTable) String() string {
 	var lines []string
 	for _, r := range f.routes {
 		lines = append(lines, r.normal().String())
+	}
+	for p, what := range f.foreign {
+		lines = append(lines, p.String()+" "+what)
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
@@ -153,5 +175,43 @@ func TestSyncTrustsMemoryUntilInvalidated(t *testing.T) {
 	p.Invalidate()
 	if res, _ := p.Sync(context.Background(), want); res.Replaced != 1 || f.String() != "10.244.2.0/24 via 10.0.0.2" {
 		t.Fatalf("after Invalidate: %+v, table %s", res, f)
+	}
+}
+
+// A prefix held by a route of another protocol is never replaced: the
+// learned route waits, is reported as held, and goes in once the other
+// route is gone. Removing everything (uninstall) leaves the other alone.
+func TestForeignRoutesAreNeverReplaced(t *testing.T) {
+	f := newFake()
+	f.foreign[netip.MustParsePrefix("0.0.0.0/0")] = "via 192.168.1.1 proto static"
+	f.foreign[netip.MustParsePrefix("10.244.1.5/32")] = "dev petr1234 proto petrel-pod"
+	p := New(f, quiet)
+	want := []Route{r("0.0.0.0/0", "10.0.0.1"), r("10.244.1.5/32", "10.0.0.2"), r("10.244.2.0/24", "10.0.0.2")}
+	res, err := p.Sync(context.Background(), want)
+	if err != nil || res.Held != 2 || res.Replaced != 1 {
+		t.Fatalf("sync: %+v %v, want 1 installed and 2 held", res, err)
+	}
+	table := "0.0.0.0/0 via 192.168.1.1 proto static\n10.244.1.5/32 dev petr1234 proto petrel-pod\n10.244.2.0/24 via 10.0.0.2"
+	if got := f.String(); got != table {
+		t.Fatalf("table:\n%s\nwant\n%s", got, table)
+	}
+	if got := fmt.Sprint(p.Held()); got != "[0.0.0.0/0 10.244.1.5/32]" {
+		t.Fatalf("held %s", got)
+	}
+	// Again: nothing changes, the foreign routes stay.
+	if res, err := p.Sync(context.Background(), want); err != nil || res.Replaced+res.Removed != 0 || f.String() != table {
+		t.Fatalf("second sync changed something: %+v %v\n%s", res, err, f)
+	}
+	// The pod's route goes (pod deleted): Petrel's route takes the prefix.
+	delete(f.foreign, netip.MustParsePrefix("10.244.1.5/32"))
+	if res, err := p.Sync(context.Background(), want); err != nil || res.Replaced != 1 || res.Held != 1 {
+		t.Fatalf("after the pod route went: %+v %v", res, err)
+	}
+	// Uninstall: only Petrel's routes go.
+	if _, err := p.Sync(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.String(); got != "0.0.0.0/0 via 192.168.1.1 proto static" {
+		t.Fatalf("after removing everything:\n%s", got)
 	}
 }

@@ -31,6 +31,7 @@ type reporter struct {
 	events   record.EventRecorder
 	node     *corev1.ObjectReference
 	sessions map[netip.Addr]string // last reported state per peer
+	held     map[netip.Prefix]bool // learned prefixes last reported held
 }
 
 func newReporter(cs kubernetes.Interface, dyn dynamic.Interface, nodeName string) (*reporter, func()) {
@@ -38,7 +39,7 @@ func newReporter(cs kubernetes.Interface, dyn dynamic.Interface, nodeName string
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
 	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "petrel-agent", Host: nodeName})
 	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: nodeName, UID: "" /* set once known */}
-	return &reporter{dyn: dyn, events: rec, node: node, sessions: map[netip.Addr]string{}}, b.Shutdown
+	return &reporter{dyn: dyn, events: rec, node: node, sessions: map[netip.Addr]string{}, held: map[netip.Prefix]bool{}}, b.Shutdown
 }
 
 type statusDoc struct {
@@ -113,4 +114,24 @@ func (r *reporter) sessionEvents(states, sources map[netip.Addr]string) {
 			delete(r.sessions, addr)
 		}
 	}
+}
+
+// heldRoutes sends a Warning Event on this Node when a learned prefix is
+// kept out of the kernel by a route Petrel does not own, and a Normal one
+// when it is installed after all.
+func (r *reporter) heldRoutes(held []netip.Prefix) {
+	now := map[netip.Prefix]bool{}
+	for _, p := range held {
+		now[p] = true
+		if !r.held[p] {
+			r.events.Eventf(r.node, corev1.EventTypeWarning, "RouteConflict",
+				"learned route %s not installed: a route of another protocol holds the prefix (Petrel never replaces it)", p)
+		}
+	}
+	for p := range r.held {
+		if !now[p] {
+			r.events.Eventf(r.node, corev1.EventTypeNormal, "RouteConflictResolved", "route %s is no longer held by another route", p)
+		}
+	}
+	r.held = now
 }

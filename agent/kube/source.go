@@ -130,6 +130,7 @@ func (s *Source) Snapshot(ctx context.Context) (agent.Snapshot, error) {
 func (s *Source) Report(ctx context.Context, st agent.Status) error {
 	err := s.rep.report(ctx, s.last.verdicts)
 	s.rep.sessionEvents(st.Sessions, s.last.sources)
+	s.rep.heldRoutes(st.HeldRoutes)
 	if st.Ready && !s.readyMarked {
 		if e := markNetworkAvailable(ctx, s.cs, s.nodeName); e != nil {
 			return errors.Join(err, e)
