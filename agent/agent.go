@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -141,18 +142,23 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 	return errors.Join(srcErr, bgpErr, routeErr, confErr, polErr, setErr, repErr)
 }
 
-// syncRoutes installs the learned routes and the blackholes of the node's
-// own pod CIDRs.
+// syncRoutes installs the learned routes whose next hops are safe, and the
+// blackholes of the node's own pod CIDRs.
 func (a *agent) syncRoutes(ctx context.Context, pods []netip.Prefix) error {
 	learned, err := a.speaker.Routes()
 	if err != nil {
 		return err
 	}
-	routes := make([]route.Route, 0, len(pods)+len(learned))
-	routes = append(routes, blackholes(pods)...)
+	candidates := make([]route.Route, 0, len(learned))
 	for _, r := range learned {
-		routes = append(routes, route.Route{Prefix: r.Prefix, NextHops: r.NextHops})
+		candidates = append(candidates, route.Route{Prefix: r.Prefix, NextHops: r.NextHops})
 	}
+	// No next hop may point into the cluster's pod addresses: a peer could
+	// otherwise steer another node's traffic into a pod.
+	forbidden := append(slices.Clone(a.bgpCfg.ClusterCIDRs), pods...)
+	safe, rejected := a.dp.Routes.Resolve(candidates, forbidden)
+	a.metrics.nextHopsRejected.Set(float64(len(rejected)))
+	routes := append(blackholes(pods), safe...)
 	start := time.Now()
 	_, err = a.dp.Routes.Sync(ctx, routes)
 	a.metrics.fibSync.Observe(time.Since(start).Seconds())

@@ -43,6 +43,10 @@ type RouteTable interface {
 	// Held are the wanted prefixes that routes Petrel does not own keep
 	// out of the table (they are never replaced).
 	Held() []netip.Prefix
+	// Resolve keeps the learned next hops that are safe to install (not
+	// local, not inside forbidden, reached through a route Petrel does not
+	// own), each replaced by the gateway the kernel reaches it through.
+	Resolve(learned []route.Route, forbidden []netip.Prefix) ([]route.Route, []route.Rejected)
 }
 
 // Firewall is Petrel's nftables table (*policy.Syncer). It decides itself

@@ -119,6 +119,28 @@ func (r *fakeRoutes) Invalidate() { r.invalidated++ }
 
 func (r *fakeRoutes) Held() []netip.Prefix { return nil }
 
+// Resolve refuses next hops inside forbidden, like the kernel's programmer;
+// everything else counts as on-link.
+func (r *fakeRoutes) Resolve(learned []route.Route, forbidden []netip.Prefix) ([]route.Route, []route.Rejected) {
+	var out []route.Route
+	var rejected []route.Rejected
+	for _, x := range learned {
+		var nhs []netip.Addr
+		for _, nh := range x.NextHops {
+			if slices.ContainsFunc(forbidden, func(p netip.Prefix) bool { return p.Contains(nh) }) {
+				rejected = append(rejected, route.Rejected{NextHop: nh, Reason: "inside the pod CIDRs"})
+				continue
+			}
+			nhs = append(nhs, nh)
+		}
+		if len(nhs) > 0 {
+			x.NextHops = nhs
+			out = append(out, x)
+		}
+	}
+	return out, rejected
+}
+
 func (r *fakeRoutes) list() []route.Route {
 	var out []route.Route
 	for _, x := range r.table {

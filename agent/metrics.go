@@ -16,14 +16,15 @@ import (
 
 // agentMetrics are Petrel's own; GoBGP's per-peer collector joins them.
 type agentMetrics struct {
-	reg             *prometheus.Registry
-	routesInstalled prometheus.Gauge
-	fibSync         prometheus.Histogram
-	policySync      prometheus.Histogram
-	podAddresses    prometheus.Gauge
-	routeConflicts  prometheus.Gauge
-	ready           atomic.Bool
-	lastSync        atomic.Int64 // unix nanoseconds of the last finished sync
+	reg              *prometheus.Registry
+	routesInstalled  prometheus.Gauge
+	fibSync          prometheus.Histogram
+	policySync       prometheus.Histogram
+	podAddresses     prometheus.Gauge
+	routeConflicts   prometheus.Gauge
+	nextHopsRejected prometheus.Gauge
+	ready            atomic.Bool
+	lastSync         atomic.Int64 // unix nanoseconds of the last finished sync
 }
 
 func newAgentMetrics() *agentMetrics {
@@ -41,7 +42,9 @@ func newAgentMetrics() *agentMetrics {
 	}
 	m.routeConflicts = prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_route_conflicts",
 		Help: "Learned prefixes not installed because a route Petrel does not own (another protocol) holds them."})
-	m.reg.MustRegister(m.routesInstalled, m.fibSync, m.policySync, m.podAddresses, m.routeConflicts,
+	m.nextHopsRejected = prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_nexthops_rejected",
+		Help: "Learned next hops refused: a local address, inside the cluster's pod CIDRs, unreachable, or reached only through Petrel's own routes."})
+	m.reg.MustRegister(m.routesInstalled, m.fibSync, m.policySync, m.podAddresses, m.routeConflicts, m.nextHopsRejected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -220,3 +220,19 @@ func TestFirewallFailureAfterReady(t *testing.T) {
 		t.Fatal("a node that was ready stopped announcing")
 	}
 }
+
+// A peer pointing a route at a pod of this node's CIDR gets nothing
+// installed through it; the other routes go in.
+func TestNextHopInsidePodCIDRsIsRefused(t *testing.T) {
+	r := newRig(t)
+	r.bgp.current().learned = append(learned, bgp.Route{Prefix: netip.MustParsePrefix("10.244.3.0/24"), NextHops: []netip.Addr{netip.MustParseAddr("10.244.1.2")}})
+	if _, err := r.sync(false); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(r.rt.String(), "10.244.3.0/24") {
+		t.Fatalf("a route via a pod was installed:\n%s", r.rt)
+	}
+	if !strings.Contains(r.rt.String(), "10.244.2.0/24 via 10.0.0.3") {
+		t.Fatalf("the good route is missing:\n%s", r.rt)
+	}
+}

@@ -3,6 +3,7 @@ package route
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"time"
 
@@ -107,6 +108,40 @@ func fromNetlink(r netlink.Route) Route {
 		}
 	}
 	return out
+}
+
+// Resolve asks the kernel which route it would use for nh (the FIB entry
+// itself, RTM_F_FIB_MATCH, so that its protocol and type are known).
+func (k *Kernel) Resolve(nh netip.Addr) ([]netip.Addr, error) {
+	rs, err := k.h.RouteGetWithOptions(nh.AsSlice(), &netlink.RouteGetOptions{FIBMatch: true})
+	if err != nil || len(rs) == 0 {
+		return nil, errUnreachable
+	}
+	r := rs[0]
+	switch {
+	case r.Type == unix.RTN_LOCAL:
+		return nil, errLocal
+	case r.Type != unix.RTN_UNICAST:
+		return nil, fmt.Errorf("reached by a route of type %d (blackhole, unreachable or prohibit)", r.Type)
+	case r.Protocol == k.proto:
+		return nil, errOwnRoute
+	}
+	var via []netip.Addr
+	for _, p := range r.MultiPath {
+		via = append(via, gatewayOr(p.Gw, nh))
+	}
+	if len(via) == 0 {
+		via = []netip.Addr{gatewayOr(r.Gw, nh)}
+	}
+	return via, nil
+}
+
+// gatewayOr is the gateway of a path, or nh when the path is on-link.
+func gatewayOr(gw net.IP, nh netip.Addr) netip.Addr {
+	if a, ok := netip.AddrFromSlice(gw); ok && !a.IsUnspecified() {
+		return a.Unmap()
+	}
+	return nh
 }
 
 // Watch reports route changes made by others, so the caller's loop resyncs

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -293,5 +294,58 @@ func TestForeignRoutesStayInTheKernel(t *testing.T) {
 		if !strings.Contains(foreign(), want) {
 			t.Fatalf("%q gone after uninstall:\n%s", want, foreign())
 		}
+	}
+}
+
+// TestNextHopsAreValidated: a peer's next hops are installed only when the
+// kernel reaches them through a route Petrel does not own and they are
+// neither this node's addresses nor inside the cluster's pod CIDRs; one
+// behind a router is installed via that router. A route keeps its good
+// next hops when others are refused.
+func TestNextHopsAreValidated(t *testing.T) {
+	n, k := routerNS(t)
+	for _, args := range [][]string{
+		{"route", "add", "10.5.0.0/16", "via", "10.0.0.254", "proto", "static"},
+		{"route", "add", "blackhole", "198.51.100.0/24"},
+	} {
+		if out, err := n.Run("ip", args...); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
+	p := route.New(k, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if _, err := p.Sync(context.Background(), []route.Route{rt("172.16.0.0/16", "10.0.0.2")}); err != nil {
+		t.Fatal(err)
+	}
+	forbidden := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/48")}
+	learned := []route.Route{
+		rt("10.244.2.0/24", "10.0.0.2"),             // on-link
+		rt("10.244.3.0/24", "10.0.0.1"),             // this node's own address
+		rt("10.244.4.0/24", "10.244.1.2"),           // a pod
+		rt("10.244.5.0/24", "10.5.3.3"),             // behind the static route: via its gateway
+		rt("10.244.6.0/24", "172.16.1.1"),           // only through Petrel's own route
+		rt("10.244.7.0/24", "203.0.113.1"),          // no route at all
+		rt("10.244.8.0/24", "198.51.100.1"),         // a blackhole
+		rt("10.244.9.0/24", "10.0.0.2", "10.0.0.1"), // ECMP: the good half stays
+		rt("fd00:10:244:2::/64", "fd00::2"),
+		rt("fd00:10:244:3::/64", "fd00::1"),
+	}
+	got, rejected := p.Resolve(learned, forbidden)
+	var lines []string
+	for _, r := range got {
+		lines = append(lines, r.String())
+	}
+	want := []string{"10.244.2.0/24 via 10.0.0.2", "10.244.5.0/24 via 10.0.0.254", "10.244.9.0/24 via 10.0.0.2", "fd00:10:244:2::/64 via fd00::2"}
+	if !slices.Equal(lines, want) {
+		t.Fatalf("installed:\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	var refused []string
+	for _, r := range rejected {
+		refused = append(refused, r.NextHop.String())
+	}
+	if want := "10.0.0.1 10.244.1.2 172.16.1.1 198.51.100.1 203.0.113.1 fd00::1"; strings.Join(refused, " ") != want {
+		t.Fatalf("refused %v, want %s", rejected, want)
+	}
+	if _, err := p.Sync(context.Background(), got); err != nil {
+		t.Fatalf("the resolved routes do not install: %v", err)
 	}
 }

@@ -18,6 +18,10 @@ type Table interface {
 	// does not own holds the prefix; nothing else is ever replaced.
 	// Removing a route already gone is success.
 	Apply(add, change, remove []Route) []error
+	// Resolve says through which gateways the kernel reaches nh: nh itself
+	// when it is on a connected subnet. It refuses a local address and an
+	// address reached only through Petrel's own routes, or not at all.
+	Resolve(nh netip.Addr) ([]netip.Addr, error)
 }
 
 // ErrHeld is the outcome of adding a route whose prefix a route of another
@@ -42,11 +46,13 @@ type Programmer struct {
 	// held are the wanted routes a foreign route keeps out; each is tried
 	// again at every sync, and reported once when it starts and ends.
 	held map[netip.Prefix]Route
+	// rejected are the learned next hops last refused, with the reason.
+	rejected map[netip.Addr]string
 }
 
 // New returns a Programmer over table.
 func New(table Table, log *slog.Logger) *Programmer {
-	return &Programmer{table: table, log: log, held: map[netip.Prefix]Route{}}
+	return &Programmer{table: table, log: log, held: map[netip.Prefix]Route{}, rejected: map[netip.Addr]string{}}
 }
 
 // Invalidate makes the next Sync list the kernel instead of trusting what

@@ -72,6 +72,10 @@ func (f *fakeTable) Apply(add, change, remove []Route) []error {
 	return errs
 }
 
+// Resolve treats every next hop as on-link: the kernel's rules are checked
+// by the kernel tests.
+func (f *fakeTable) Resolve(nh netip.Addr) ([]netip.Addr, error) { return []netip.Addr{nh}, nil }
+
 func (f *fakeTable) String() string {
 	var lines []string
 	for _, r := range f.routes {

@@ -1,0 +1,101 @@
+package route
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// A learned route's next hops come from a peer, and a peer can lie: point
+// at one of this node's own addresses, at a pod (steering another node's
+// traffic into it), or at an address reachable only through Petrel's own
+// routes. Resolve keeps only next hops that are not local, not inside the
+// forbidden prefixes (the cluster's pod CIDRs), and that the kernel reaches
+// through a route Petrel does not own. A next hop on a connected subnet is
+// used as it is; one behind a router is installed via that router, as
+// BIRD's recursive gateways do, and is resolved again at every sync, so a
+// change of the underlay route moves it.
+
+// Rejected is a learned next hop that is not installed, and why.
+type Rejected struct {
+	NextHop netip.Addr
+	Reason  string
+}
+
+// errLocal and friends are the reasons a next hop is refused.
+var (
+	errLocal       = errors.New("a local address of this node")
+	errUnreachable = errors.New("no route to it")
+	errOwnRoute    = errors.New("reached only through a route Petrel installed")
+)
+
+// Resolve validates the next hops of learned routes. A route keeps the
+// next hops that pass (each replaced by the gateway the kernel uses to
+// reach it); a route left with none is dropped. Every refused next hop is
+// returned once, and logged when its verdict changes: a refusal is not an
+// error to retry, and never holds up the other routes.
+func (p *Programmer) Resolve(learned []Route, forbidden []netip.Prefix) ([]Route, []Rejected) {
+	verdicts := map[netip.Addr]resolution{}
+	out := make([]Route, 0, len(learned))
+	for _, r := range learned {
+		var nhs []netip.Addr
+		for _, nh := range r.NextHops {
+			v, ok := verdicts[nh]
+			if !ok {
+				v = p.resolve(nh, forbidden)
+				verdicts[nh] = v
+			}
+			nhs = append(nhs, v.via...)
+		}
+		if len(nhs) == 0 {
+			continue
+		}
+		slices.SortFunc(nhs, netip.Addr.Compare)
+		r.NextHops = slices.Compact(nhs)
+		out = append(out, r)
+	}
+	var rejected []Rejected
+	for nh, v := range verdicts {
+		if v.err != nil {
+			rejected = append(rejected, Rejected{NextHop: nh, Reason: v.err.Error()})
+		}
+	}
+	slices.SortFunc(rejected, func(a, b Rejected) int { return a.NextHop.Compare(b.NextHop) })
+	p.reportRejected(rejected)
+	return out, rejected
+}
+
+type resolution struct {
+	via []netip.Addr
+	err error
+}
+
+func (p *Programmer) resolve(nh netip.Addr, forbidden []netip.Prefix) resolution {
+	for _, f := range forbidden {
+		if f.Contains(nh) {
+			return resolution{err: fmt.Errorf("inside %s, the cluster's pod addresses", f)}
+		}
+	}
+	via, err := p.table.Resolve(nh)
+	return resolution{via: via, err: err}
+}
+
+// reportRejected logs each next hop whose verdict changed.
+func (p *Programmer) reportRejected(now []Rejected) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := map[netip.Addr]bool{}
+	for _, r := range now {
+		seen[r.NextHop] = true
+		if p.rejected[r.NextHop] != r.Reason {
+			p.log.Warn("learned next hop refused: its routes are not installed through it", "nextHop", r.NextHop, "reason", r.Reason)
+		}
+		p.rejected[r.NextHop] = r.Reason
+	}
+	for nh := range p.rejected {
+		if !seen[nh] {
+			delete(p.rejected, nh)
+		}
+	}
+}
