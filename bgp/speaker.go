@@ -51,7 +51,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 	lvl.Set(slog.LevelInfo)
 	opts := []server.ServerOption{server.LoggerOption(log.With("component", "gobgp"), lvl)}
 	if cfg.GRPCAddress != "" {
-		opts = append(opts, server.GrpcListenAddress(cfg.GRPCAddress))
+		if err := prepareSocket(cfg.GRPCAddress); err != nil {
+			return nil, err
+		}
+		opts = append(opts, server.GrpcListenAddress(cfg.GRPCAddress),
+			server.GrpcOption(withoutPasswords()))
 	}
 	s := &Speaker{
 		cfg: cfg, log: log, srv: server.NewBgpServer(opts...), poke: poke,
@@ -67,6 +71,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 	err := s.srv.StartBgp(ctx, &api.StartBgpRequest{Global: global})
 	if err == nil {
 		err = s.installGuard(ctx)
+	}
+	if err == nil {
+		err = lockSocket(cfg.GRPCAddress)
 	}
 	if err == nil {
 		err = s.srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{

@@ -99,6 +99,10 @@ type GracefulRestart struct {
 	HelperOnly  bool     `json:"helperOnly,omitempty"`
 }
 
+// DefaultGRPCAddress is where the GoBGP API listens unless grpcAddress says
+// otherwise: a unix socket only root reaches.
+const DefaultGRPCAddress = "unix:///var/run/petrel/gobgp.sock"
+
 // DefaultASN is the AS of nodes without a label or configuration.
 const DefaultASN = 64512
 
@@ -159,7 +163,7 @@ func (c *Config) Defaults() {
 		c.ListenPort = 179
 	}
 	if c.GRPCAddress == "" {
-		c.GRPCAddress = "127.0.0.1:50051"
+		c.GRPCAddress = DefaultGRPCAddress
 	}
 	if c.MetricsAddress == "" {
 		c.MetricsAddress = "127.0.0.1:9465"

@@ -75,7 +75,7 @@ func TestKubernetesMode(t *testing.T) {
 		}
 		ndir := filepath.Join(dir, name)
 		os.MkdirAll(ndir, 0o755)
-		conf := fmt.Sprintf("clusterCIDRs: [10.244.0.0/16]\ndataDir: %[1]s/data\ncniConfDir: %[1]s/net.d\nlogLevel: debug\n", ndir)
+		conf := fmt.Sprintf("clusterCIDRs: [10.244.0.0/16]\ndataDir: %[1]s/data\ncniConfDir: %[1]s/net.d\ngrpcAddress: unix://%[1]s/run/gobgp.sock\nlogLevel: debug\n", ndir)
 		os.WriteFile(filepath.Join(ndir, "config.yaml"), []byte(conf), 0o644)
 		p, err := labtest.StartProc(ns, filepath.Join(ndir, "agent.log"), "env", "NODE_NAME="+name,
 			filepath.Join(binDir, "petrel-agent"), "--config", filepath.Join(ndir, "config.yaml"), "--kubeconfig", kubeconfig)
@@ -153,7 +153,7 @@ func TestKubernetesMode(t *testing.T) {
 	}
 	d = wait.Until(t, 30*time.Second, "both speakers in AS 64600 and the mesh routes back", func() bool {
 		for _, n := range []string{"node1", "node2"} {
-			if out, _ := nodes[n].Run(gobgp, "global"); !strings.Contains(out, "64600") {
+			if out, _ := nodes[n].Run(gobgp, "--target", "unix://"+filepath.Join(dir, n, "run", "gobgp.sock"), "global"); !strings.Contains(out, "64600") {
 				return false
 			}
 		}

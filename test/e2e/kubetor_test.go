@@ -87,10 +87,10 @@ func TestKubernetesToR(t *testing.T) {
 	}
 	// The stock gobgp CLI inside a node.
 	n1 := l.Nodes[0]
-	if out, err := n1.NS.Run(gobgp, "neighbor"); err != nil || !strings.Contains(out, n1.TorAddr()) || !strings.Contains(out, "Establ") {
+	if out, err := n1.NS.Run(gobgp, n1.GoBGP("neighbor")...); err != nil || !strings.Contains(out, n1.TorAddr()) || !strings.Contains(out, "Establ") {
 		t.Fatalf("gobgp neighbor: %v\n%s", err, out)
 	}
-	if out, err := n1.NS.Run(gobgp, "global", "rib"); err != nil || !strings.Contains(out, l.Nodes[2].PodNet) {
+	if out, err := n1.NS.Run(gobgp, n1.GoBGP("global", "rib")...); err != nil || !strings.Contains(out, l.Nodes[2].PodNet) {
 		t.Fatalf("gobgp global rib: %v\n%s", err, out)
 	}
 	wait.Until(t, 10*time.Second, "a BGPSessionEstablished Event on node1", func() bool {
@@ -173,7 +173,7 @@ func TestKubernetesToR(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait.Until(t, 10*time.Second, "node1's v4 ToR session gone", func() bool {
-		out, _ := n1.NS.Run(gobgp, "neighbor")
+		out, _ := n1.NS.Run(gobgp, n1.GoBGP("neighbor")...)
 		return !strings.Contains(out, n1.TorAddr()+" ")
 	})
 	if err := c.RegisterPeer(ctx, n1, "v4"); err != nil {

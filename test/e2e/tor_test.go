@@ -47,11 +47,11 @@ func TestTorLab(t *testing.T) {
 	ping(t, p2.NS, p1.IP6)
 
 	// The stock gobgp CLI, inside the node, over the agent's local API.
-	out, err := n1.NS.Run(gobgp, "neighbor")
+	out, err := n1.NS.Run(gobgp, n1.GoBGP("neighbor")...)
 	if err != nil || !strings.Contains(out, n1.TorAddr()) || !strings.Contains(out, "Establ") {
 		t.Fatalf("gobgp neighbor: %v\n%s", err, out)
 	}
-	out, err = n1.NS.Run(gobgp, "global", "rib")
+	out, err = n1.NS.Run(gobgp, n1.GoBGP("global", "rib")...)
 	if err != nil || !strings.Contains(out, n2.PodNet) || !strings.Contains(out, n1.PodNet) {
 		t.Fatalf("gobgp global rib: %v\n%s", err, out)
 	}

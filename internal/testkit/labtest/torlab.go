@@ -54,6 +54,12 @@ type Node struct {
 	PodNet6 string
 }
 
+// GoBGP is the stock gobgp CLI's arguments for this node's agent: its API
+// socket, then args.
+func (n *Node) GoBGP(args ...string) []string {
+	return append([]string{"--target", "unix://" + filepath.Join(n.Dir, "run", "gobgp.sock")}, args...)
+}
+
 func (n *Node) Addr() string    { return fmt.Sprintf("10.99.%d.2", n.Idx) }
 func (n *Node) TorAddr() string { return fmt.Sprintf("10.99.%d.1", n.Idx) }
 func (n *Node) ASN() int        { return 65100 + n.Idx }
@@ -272,6 +278,7 @@ noMasqueradeCIDRs: [10.99.0.0/16, fd00:99::/32]
 dataDir: %[5]s/data
 cniConfDir: %[5]s/net.d
 policyDir: %[5]s/policies
+grpcAddress: unix://%[5]s/run/gobgp.sock
 mtu: 1450
 logLevel: debug
 peers:
@@ -298,6 +305,7 @@ func (l *TorLab) startKubeAgent(n *Node) error {
 noMasqueradeCIDRs: [10.99.0.0/16, fd00:99::/32]
 dataDir: %[1]s/data
 cniConfDir: %[1]s/net.d
+grpcAddress: unix://%[1]s/run/gobgp.sock
 mtu: 1450
 logLevel: debug
 `, n.Dir)

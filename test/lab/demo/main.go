@@ -132,7 +132,8 @@ func (d *demo) bgp(start time.Time) {
 	fmt.Println(indent(out))
 	for _, n := range l.Nodes {
 		section("%s (%s, AS %d)", n.Name, n.Addr(), n.ASN())
-		for _, args := range [][]string{{"gobgp", "neighbor"}, {"gobgp", "global", "rib"}, {"gobgp", "global", "rib", "-a", "ipv6"}, {"ip", "route", "show", "proto", "61"}} {
+		for _, args := range [][]string{append([]string{"gobgp"}, n.GoBGP("neighbor")...), append([]string{"gobgp"}, n.GoBGP("global", "rib")...),
+			append([]string{"gobgp"}, n.GoBGP("global", "rib", "-a", "ipv6")...), {"ip", "route", "show", "proto", "61"}} {
 			out, err := n.NS.Run(args[0], args[1:]...)
 			fmt.Printf("  $ %s\n%s\n", strings.Join(args, " "), indent(out))
 			d.check(err == nil, fmt.Sprintf("%s: %s answers", n.Name, strings.Join(args, " ")))
@@ -261,7 +262,7 @@ func (d *demo) explain(dir string) {
 	}
 	fmt.Printf("  FRR:     vtysh --vty_socket %s -c 'show bgp summary'\n", d.lab.FRR.Dir)
 	for _, n := range d.lab.Nodes {
-		fmt.Printf("  %s:   ip netns exec %s gobgp global rib    (config %s/config.yaml, log %s/agent.log)\n", n.Name, n.NS.Name, n.Dir, n.Dir)
+		fmt.Printf("  %s:   ip netns exec %s gobgp %s global rib    (config %s/config.yaml, log %s/agent.log)\n", n.Name, n.NS.Name, strings.Join(n.GoBGP(), " "), n.Dir, n.Dir)
 	}
 	for _, p := range d.pods {
 		fmt.Printf("  %s:    ip netns exec %s ping <ip>   (%s)\n", p.Name, p.NS.Name, p.IP)
