@@ -133,13 +133,17 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 	if a.ready && !snap.NodeGone {
 		adverts = bgp.Adverts{Prefixes: pods, Communities: snap.Communities}
 	}
+	var recErr error
+	if resync {
+		_, recErr = a.speaker.Reconcile(ctx)
+	}
 	_, setErr := a.speaker.Set(ctx, snap.Peers, adverts)
 	held := a.dp.Routes.Held()
 	a.metrics.routeConflicts.Set(float64(len(held)))
 	repErr := a.src.Report(ctx, Status{Ready: a.ready, Sessions: a.speaker.PeerStates(), HeldRoutes: held})
 	a.metrics.ready.Store(a.ready)
 	a.metrics.lastSync.Store(time.Now().UnixNano())
-	return errors.Join(srcErr, bgpErr, routeErr, confErr, polErr, setErr, repErr)
+	return errors.Join(srcErr, bgpErr, routeErr, confErr, polErr, recErr, setErr, repErr)
 }
 
 // syncRoutes installs the learned routes whose next hops are safe, and the

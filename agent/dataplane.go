@@ -27,6 +27,10 @@ type Speaker interface {
 	PeerStates() map[netip.Addr]string
 	// Stop closes every session: the speaker is being replaced.
 	Stop()
+	// Reconcile reads the speaker's actual peers, policies and
+	// announcements and undoes or marks what changed behind its back, for
+	// the next Set to repair. It runs at the periodic resync.
+	Reconcile(ctx context.Context) ([]string, error)
 }
 
 // NewSpeaker starts a speaker with the given settings; poke is called when

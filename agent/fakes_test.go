@@ -32,12 +32,13 @@ func (j *journal) take() []string {
 }
 
 type fakeSpeaker struct {
-	j       *journal
-	cfg     bgp.Config
-	peers   []bgp.Peer
-	adverts bgp.Adverts
-	learned []bgp.Route
-	stopped bool
+	j        *journal
+	cfg      bgp.Config
+	peers    []bgp.Peer
+	adverts  bgp.Adverts
+	learned  []bgp.Route
+	stopped  bool
+	tampered bool // the test changed GoBGP behind the agent's back
 }
 
 func (s *fakeSpeaker) Set(_ context.Context, peers []bgp.Peer, a bgp.Adverts) (bgp.Changes, error) {
@@ -55,6 +56,16 @@ func (s *fakeSpeaker) Set(_ context.Context, peers []bgp.Peer, a bgp.Adverts) (b
 }
 
 func (s *fakeSpeaker) Routes() ([]bgp.Route, error) { return s.learned, nil }
+
+// Reconcile finds what the test took away behind the speaker's back.
+func (s *fakeSpeaker) Reconcile(context.Context) ([]string, error) {
+	if s.tampered {
+		s.tampered, s.peers = false, nil
+		s.j.add("bgp reconcile: peers changed behind the agent's back")
+		return []string{"peers"}, nil
+	}
+	return nil, nil
+}
 
 func (s *fakeSpeaker) PeerStates() map[netip.Addr]string {
 	out := map[netip.Addr]string{}

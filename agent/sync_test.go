@@ -185,15 +185,26 @@ func TestSettingsAndCommunities(t *testing.T) {
 }
 
 // The periodic resync makes the route table and the firewall distrust
-// what they remember; the firewall replaces its table whole.
-func TestResyncInvalidates(t *testing.T) {
+// what they remember (the firewall replaces its table whole), and has the
+// speaker reconcile with GoBGP, so that the Set after it repairs a change
+// made behind the agent's back. A poked sync does neither.
+func TestResyncInvalidatesAndReconciles(t *testing.T) {
 	r := newRig(t)
 	r.sync(false)
+	r.bgp.current().tampered = true
+	if got, _ := r.sync(false); len(got) != 0 {
+		t.Fatalf("a poked sync repaired: %q", got)
+	}
 	got, err := r.sync(true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff([]string{"nftables replace: 8 sets, 3 ingress, 3 egress"}, got); d != "" {
+	want := []string{
+		"nftables replace: 8 sets, 3 ingress, 3 egress",
+		"bgp reconcile: peers changed behind the agent's back",
+		"bgp peers [10.0.0.1/65000 10.0.0.3/64512]",
+	}
+	if d := cmp.Diff(want, got); d != "" {
 		t.Fatalf("resync (-want +got):\n%s", d)
 	}
 	if r.rt.invalidated != 1 {

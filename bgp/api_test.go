@@ -101,4 +101,3 @@ func staleSocket(t *testing.T, path string) {
 	l.SetUnlinkOnClose(false)
 	l.Close()
 }
-

@@ -151,17 +151,30 @@ func (s *Speaker) installGuard(ctx context.Context) error {
 			return fmt.Errorf("prefix set %s: %w", d.Name, err)
 		}
 	}
-	for i, dir := range []api.PolicyDirection{api.PolicyDirection_POLICY_DIRECTION_IMPORT, api.PolicyDirection_POLICY_DIRECTION_EXPORT} {
-		pol := pols[i]
+	for _, pol := range pols {
 		if err := s.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol, ReferExistingStatements: false}); err != nil {
 			return fmt.Errorf("policy %s: %w", pol.Name, err)
 		}
+	}
+	if err := s.assignGuard(ctx); err != nil {
+		return err
+	}
+	var err error
+	s.guardState, err = s.guardPrint(ctx)
+	return err
+}
+
+// assignGuard makes petrel-import and petrel-export the global policies,
+// rejecting whatever they do not accept.
+func (s *Speaker) assignGuard(ctx context.Context) error {
+	for dir, name := range map[api.PolicyDirection]string{
+		api.PolicyDirection_POLICY_DIRECTION_IMPORT: "petrel-import", api.PolicyDirection_POLICY_DIRECTION_EXPORT: "petrel-export"} {
 		err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-			Name: globalRIB, Direction: dir, Policies: []*api.Policy{{Name: pol.Name}},
+			Name: globalRIB, Direction: dir, Policies: []*api.Policy{{Name: name}},
 			DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
 		}})
 		if err != nil {
-			return fmt.Errorf("assign policy %s: %w", pol.Name, err)
+			return fmt.Errorf("assign policy %s: %w", name, err)
 		}
 	}
 	return nil
@@ -180,5 +193,7 @@ func (s *Speaker) updateGuard(ctx context.Context, peers map[netip.Addr]Peer) er
 		return fmt.Errorf("import guard: %w", err)
 	}
 	s.guard = key
-	return nil
+	var err error
+	s.guardState, err = s.guardPrint(ctx)
+	return err
 }

@@ -35,6 +35,10 @@ type Speaker struct {
 	dropped map[netip.Addr]bool   // fell from Established: recreate
 	states  map[netip.Addr]string // last session state seen
 	guard   string                // guardKey of the installed per-peer guard
+	// What GoBGP held right after Set configured it, for Reconcile: each
+	// peer's configuration and the guard's policies, as text.
+	prints     map[netip.Addr]string
+	guardState string
 	// communities go on every originated path; originatedWith is what the
 	// current paths carry.
 	communities, originatedWith []uint32
@@ -60,7 +64,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 	s := &Speaker{
 		cfg: cfg, log: log, srv: server.NewBgpServer(opts...), poke: poke,
 		peers: map[netip.Addr]Peer{}, adverts: map[netip.Prefix]bool{},
-		dropped: map[netip.Addr]bool{}, states: map[netip.Addr]string{},
+		dropped: map[netip.Addr]bool{}, states: map[netip.Addr]string{}, prints: map[netip.Addr]string{},
 		rib: rib{set: map[netip.Prefix]map[pathKey]candidate{}},
 	}
 	go s.srv.Serve()
@@ -220,6 +224,9 @@ func (s *Speaker) setPeers(ctx context.Context, want map[netip.Addr]Peer, c *Cha
 			continue
 		}
 		s.peers[addr] = p
+		if got, err := s.listPeers(ctx); err == nil && got[addr] != nil {
+			s.prints[addr] = peerPrint(got[addr])
+		}
 		delete(s.dropped, addr)
 		c.PeersAdded++
 		s.log.Info("bgp peer configured", "peer", addr, "asn", p.ASN)
@@ -229,8 +236,13 @@ func (s *Speaker) setPeers(ctx context.Context, want map[netip.Addr]Peer, c *Cha
 
 func (s *Speaker) deletePeer(ctx context.Context, addr netip.Addr) error {
 	if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
-		return fmt.Errorf("delete peer %s: %w", addr, err)
+		// Already gone (deleted through the API): forget it, or every
+		// later Set would fail on it.
+		if got, lerr := s.listPeers(ctx); lerr != nil || got[addr] != nil {
+			return fmt.Errorf("delete peer %s: %w", addr, err)
+		}
 	}
+	delete(s.prints, addr)
 	delete(s.peers, addr)
 	delete(s.states, addr)
 	return nil
