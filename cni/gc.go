@@ -26,6 +26,7 @@ func GC(args *skel.CmdArgs) error {
 	valid := map[string]bool{}
 	for _, a := range conf.ValidAttachments {
 		valid[a.ContainerID+"/"+a.IfName] = true
+		valid[aliasID(a.ContainerID)+"/"+a.IfName] = true // as a veth alias names a long ID
 	}
 	keep := func(id, ifName string) bool { return valid[id+"/"+ifName] }
 
@@ -76,7 +77,10 @@ func gcVeths(network string, keep func(id, ifName string) bool) error {
 			continue
 		}
 		owner, id, ifName, ok := parseAlias(attrs.Alias)
-		if !ok || owner != network || keep(id, ifName) || attrs.Name != HostVethName(id, ifName) {
+		// A hashed ID cannot give the veth's name back; the prefix and the
+		// alias must do.
+		named := strings.HasPrefix(id, hashedID) || attrs.Name == HostVethName(id, ifName)
+		if !ok || owner != network || keep(id, ifName) || !named {
 			continue
 		}
 		errs = append(errs, removeHostVeth(attrs.Name))

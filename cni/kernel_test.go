@@ -1,6 +1,7 @@
 package cni_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -183,4 +184,41 @@ func TestStatus(t *testing.T) {
 	if _, err := n.run("STATUS", "", "", "", n.conf()); err == nil || err.Code != 50 {
 		t.Fatalf("STATUS with an unusable data dir: %+v, want code 50", err)
 	}
+}
+
+// TestLongContainerID: a container ID of any length the spec allows (here
+// 320 characters; the veth alias holds 255) goes through ADD, CHECK, a GC
+// that keeps it, a GC that does not, and DEL, leaving nothing.
+func TestLongContainerID(t *testing.T) {
+	n := newNode(t)
+	id := strings.Repeat("0123456789abcdef", 20)
+	p := n.add(id)
+	ping(t, n.ns, p.ip(false))
+	if err := n.check(p); err != nil {
+		t.Fatalf("CHECK: %v", err)
+	}
+	gc := func(valid ...string) {
+		t.Helper()
+		c := map[string]any{}
+		json.Unmarshal([]byte(n.conf()), &c)
+		var list []map[string]string
+		for _, v := range valid {
+			list = append(list, map[string]string{"containerID": v, "ifname": "eth0"})
+		}
+		c["cni.dev/valid-attachments"] = list
+		b, _ := json.Marshal(c)
+		if _, err := n.run("GC", "", "", "", string(b)); err != nil {
+			t.Fatalf("GC: %v", err)
+		}
+	}
+	gc(id)
+	if err := n.check(p); err != nil {
+		t.Fatalf("GC keeping the long ID removed its attachment: %v", err)
+	}
+	gc()
+	if l := n.leftovers(); l != "" {
+		t.Fatalf("GC left the unlisted attachment: %s", l)
+	}
+	n.del(p)
+	n.assertClean()
 }

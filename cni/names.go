@@ -31,8 +31,30 @@ func hostVethMAC(containerID, ifName string) net.HardwareAddr {
 // attachment and network a veth belongs to even when the store has lost it.
 const aliasPrefix = "petrel:"
 
+// maxAlias is the longest interface alias the kernel takes (IFALIASZ less
+// the terminating NUL).
+const maxAlias = 255
+
+// hashedID stands for a container ID too long for the alias (the CNI spec
+// puts no limit on its length): "sha256-" and the ID's hash.
+const hashedID = "sha256-"
+
 func vethAlias(network, containerID, ifName string) string {
-	return aliasPrefix + network + ":" + ifName + ":" + containerID
+	a := aliasPrefix + network + ":" + ifName + ":" + containerID
+	if len(a) <= maxAlias {
+		return a
+	}
+	return aliasPrefix + network + ":" + ifName + ":" + aliasID(containerID)
+}
+
+// aliasID is how an alias names a container: the ID itself when it is
+// short enough for any alias, its hash otherwise.
+func aliasID(containerID string) string {
+	if len(containerID) <= 128 {
+		return containerID
+	}
+	sum := sha256.Sum256([]byte(containerID))
+	return hashedID + hex.EncodeToString(sum[:])
 }
 
 // parseAlias is the inverse of vethAlias.

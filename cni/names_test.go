@@ -61,3 +61,21 @@ func TestBuildResult(t *testing.T) {
 		t.Fatalf("convert to 0.4.0: %v", err)
 	}
 }
+
+// The CNI spec puts no limit on a container ID; the kernel limits an alias
+// to 255 bytes. A long ID is named by its hash, and GC still matches it.
+func TestLongContainerIDAlias(t *testing.T) {
+	id := strings.Repeat("0123456789abcdef", 20) // 320 characters
+	a := vethAlias("petrel", id, "eth0")
+	if len(a) > maxAlias {
+		t.Fatalf("alias of %d bytes, the kernel takes %d", len(a), maxAlias)
+	}
+	network, got, ifName, ok := parseAlias(a)
+	if !ok || network != "petrel" || ifName != "eth0" || got != aliasID(id) || !strings.HasPrefix(got, hashedID) {
+		t.Fatalf("parsed %q %q %q %v", network, got, ifName, ok)
+	}
+	short := "abc123"
+	if _, got, _, _ := parseAlias(vethAlias("petrel", short, "eth0")); got != short {
+		t.Fatalf("a short ID is kept as it is: got %q", got)
+	}
+}
