@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
@@ -73,7 +74,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, src Source, 
 	if dp.Metrics != nil {
 		a.metrics.reg.MustRegister(speakerCollector{&a.current, dp.Metrics})
 	}
-	if err := a.metrics.serve(ctx, cfg.MetricsAddress, 3*time.Duration(cfg.ResyncInterval), log); err != nil {
+	if err := a.metrics.serve(ctx, cfg.MetricsAddress, 3*time.Duration(cfg.ResyncInterval), a.confListPresent, log); err != nil {
 		return fmt.Errorf("metricsAddress %s: %w", cfg.MetricsAddress, err)
 	}
 	// A new local pod must be classified, or isolated, at once.
@@ -141,7 +142,7 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 	held := a.dp.Routes.Held()
 	a.metrics.routeConflicts.Set(float64(len(held)))
 	repErr := a.src.Report(ctx, Status{Ready: a.ready, Sessions: a.speaker.PeerStates(), HeldRoutes: held})
-	a.metrics.ready.Store(a.ready)
+	a.metrics.setReady(notReady(a.ready, snap.NodeGone, routeErr, confErr, polErr, setErr))
 	a.metrics.lastSync.Store(time.Now().UnixNano())
 	return errors.Join(srcErr, bgpErr, routeErr, confErr, polErr, recErr, setErr, repErr)
 }
@@ -182,6 +183,33 @@ func (a *agent) noteNodeGone(gone bool) {
 	} else {
 		a.log.Info("this node's Node object is back: announcing its pod CIDRs")
 	}
+}
+
+// notReady says why the node cannot take pods now, or nil.
+func notReady(announcing, nodeGone bool, routes, conf, policy, announce error) error {
+	switch {
+	case !announcing:
+		return errors.New("the datapath was never complete: pod CIDRs not announced yet")
+	case nodeGone:
+		return errors.New("this node's Node object is deleted: pod CIDRs withdrawn")
+	}
+	return errors.Join(wrapIf("routes", routes), wrapIf("CNI config", conf), wrapIf("policy", policy), wrapIf("announcements", announce))
+}
+
+func wrapIf(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// confListPresent checks, at each /readyz, that the CNI config the runtime
+// reads is there: it may have been deleted since the last sync.
+func (a *agent) confListPresent() error {
+	if _, err := os.Stat(filepath.Join(a.cfg.CNIConfDir, cni.ConfListFile)); err != nil {
+		return fmt.Errorf("CNI config: %w", err)
+	}
+	return nil
 }
 
 func (a *agent) confList(pods []netip.Prefix) cni.ConfList {

@@ -23,12 +23,13 @@ type agentMetrics struct {
 	podAddresses     prometheus.Gauge
 	routeConflicts   prometheus.Gauge
 	nextHopsRejected prometheus.Gauge
-	ready            atomic.Bool
-	lastSync         atomic.Int64 // unix nanoseconds of the last finished sync
+	notReady         atomic.Pointer[string] // why the node is not ready now; nil when it is
+	lastSync         atomic.Int64           // unix nanoseconds of the last finished sync
 }
 
 func newAgentMetrics() *agentMetrics {
 	buckets := prometheus.ExponentialBuckets(0.0005, 2, 16) // 0.5 ms .. 16 s
+	starting := "the first sync has not finished"
 	m := &agentMetrics{
 		reg: prometheus.NewRegistry(),
 		routesInstalled: prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_routes_installed",
@@ -44,15 +45,18 @@ func newAgentMetrics() *agentMetrics {
 		Help: "Learned prefixes not installed because a route Petrel does not own (another protocol) holds them."})
 	m.nextHopsRejected = prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_nexthops_rejected",
 		Help: "Learned next hops refused: a local address, inside the cluster's pod CIDRs, unreachable, or reached only through Petrel's own routes."})
+	m.notReady.Store(&starting)
 	m.reg.MustRegister(m.routesInstalled, m.fibSync, m.policySync, m.podAddresses, m.routeConflicts, m.nextHopsRejected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // serve runs /metrics, /healthz (the loop finished a sync recently) and
-// /readyz (the datapath is complete and the pod CIDRs are announced) until
-// ctx ends. It listens on addr, a loopback address by default.
-func (m *agentMetrics) serve(ctx context.Context, addr string, staleAfter time.Duration, log *slog.Logger) error {
+// /readyz until ctx ends. It listens on addr, a loopback address by default.
+// /readyz says what holds now: the last sync left routes, CNI config,
+// policy and announcements in place, and check (the CNI config file is
+// there) passes at the moment of the request.
+func (m *agentMetrics) serve(ctx context.Context, addr string, staleAfter time.Duration, check func() error, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -67,8 +71,8 @@ func (m *agentMetrics) serve(ctx context.Context, addr string, staleAfter time.D
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !m.ready.Load() {
-			http.Error(w, "datapath not ready", http.StatusServiceUnavailable)
+		if err := m.readiness(check); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ok\n"))
@@ -84,4 +88,22 @@ func (m *agentMetrics) serve(ctx context.Context, addr string, staleAfter time.D
 		}
 	}()
 	return nil
+}
+
+// readiness is nil when the node is ready now.
+func (m *agentMetrics) readiness(check func() error) error {
+	if why := m.notReady.Load(); why != nil {
+		return errors.New(*why)
+	}
+	return check()
+}
+
+// setReady records the outcome of a sync for /readyz.
+func (m *agentMetrics) setReady(why error) {
+	if why == nil {
+		m.notReady.Store(nil)
+		return
+	}
+	s := why.Error()
+	m.notReady.Store(&s)
 }

@@ -247,3 +247,30 @@ func TestNextHopInsidePodCIDRsIsRefused(t *testing.T) {
 		t.Fatalf("the good route is missing:\n%s", r.rt)
 	}
 }
+
+// /readyz says what holds now, not what held once: a CNI config that cannot
+// be written makes the node unready, and it is ready again once written.
+func TestReadinessFollowsTheLastSync(t *testing.T) {
+	r := newRig(t)
+	present := func() error { return nil }
+	if err := r.a.metrics.readiness(present); err == nil {
+		t.Fatal("ready before the first sync")
+	}
+	r.sync(false)
+	if err := r.a.metrics.readiness(present); err != nil {
+		t.Fatalf("not ready after a complete sync: %v", err)
+	}
+	r.cni.fail, r.cni.conf = errDisk, nil
+	r.sync(false)
+	if err := r.a.metrics.readiness(present); err == nil || !strings.Contains(err.Error(), "CNI config") {
+		t.Fatalf("readiness with the conflist unwritable: %v", err)
+	}
+	r.cni.fail = nil
+	r.sync(false)
+	if err := r.a.metrics.readiness(present); err != nil {
+		t.Fatalf("not ready after the conflist was written again: %v", err)
+	}
+	if err := r.a.metrics.readiness(r.a.confListPresent); err == nil {
+		t.Fatal("ready while the conflist file is missing")
+	}
+}
