@@ -4,6 +4,7 @@
 package bgp
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -42,6 +43,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.ASN == 0 {
 		errs = append(errs, errors.New("asn: required"))
+	}
+	if c.ASN == asTrans {
+		errs = append(errs, errors.New("asn: 23456 is AS_TRANS (RFC 6793), a placeholder, not an AS"))
 	}
 	if !c.RouterID.Is4() {
 		errs = append(errs, fmt.Errorf("routerID: %v is not an IPv4 address", c.RouterID))
@@ -136,6 +140,13 @@ type BFD struct {
 	Multiplier uint8
 }
 
+// asTrans is AS_TRANS (RFC 6793): it stands in for a 4-byte AS in 2-byte
+// speakers' messages and is never a real AS.
+const asTrans = 23456
+
+// defaultHoldTime is GoBGP's hold time when a peer sets none.
+const defaultHoldTime = 90 * time.Second
+
 // Validate names the first bad field, prefixed with the peer's address.
 func (p Peer) Validate() error {
 	var errs []error
@@ -145,14 +156,24 @@ func (p Peer) Validate() error {
 	if p.ASN == 0 {
 		errs = append(errs, errors.New("asn: required"))
 	}
+	if p.ASN == asTrans {
+		errs = append(errs, errors.New("asn: 23456 is AS_TRANS (RFC 6793), a placeholder, not an AS"))
+	}
 	if p.LocalAddress.IsValid() && p.LocalAddress.Is4() != p.Address.Is4() {
 		errs = append(errs, fmt.Errorf("localAddress: %s is of the other family", p.LocalAddress))
 	}
 	if p.HoldTime != 0 && (p.HoldTime < 3*time.Second || p.HoldTime > 65535*time.Second) {
 		errs = append(errs, fmt.Errorf("holdTime: %s, want 0 (default) or 3s-65535s", p.HoldTime))
 	}
-	if p.Keepalive != 0 && p.HoldTime != 0 && p.Keepalive*3 > p.HoldTime {
-		errs = append(errs, fmt.Errorf("keepaliveTime: %s is more than a third of holdTime %s", p.Keepalive, p.HoldTime))
+	if hold := cmp.Or(p.HoldTime, defaultHoldTime); p.Keepalive*3 > hold {
+		errs = append(errs, fmt.Errorf("keepaliveTime: %s is more than a third of holdTime %s", p.Keepalive, hold))
+	}
+	if b := p.BFD; b.Enabled {
+		for name, d := range map[string]time.Duration{"bfd.minTx": b.MinTx, "bfd.minRx": b.MinRx} {
+			if d != 0 && (d < 10*time.Millisecond || d > 10*time.Second) {
+				errs = append(errs, fmt.Errorf("%s: %s, want 10ms-10s", name, d))
+			}
+		}
 	}
 	for name, d := range map[string]time.Duration{"connectRetry": p.ConnectRetry, "holdTime": p.HoldTime, "keepaliveTime": p.Keepalive, "gracefulRestart.restartTime": p.RestartTime} {
 		if d%time.Second != 0 || d < 0 {

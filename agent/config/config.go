@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -29,6 +30,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	v, err := time.ParseDuration(s)
 	if err != nil {
 		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("%s: a duration cannot be negative", s)
 	}
 	*d = Duration(v)
 	return nil
@@ -59,6 +63,19 @@ type Config struct {
 	ResyncInterval    Duration     `json:"resyncInterval"`
 	LogLevel          string       `json:"logLevel"`
 	Peers             []PeerConfig `json:"peers"`
+	// AllowUnsafe lifts the refusal of settings that are valid but
+	// dangerous; each must be asked for by name.
+	AllowUnsafe AllowUnsafe `json:"allowUnsafe"`
+}
+
+// AllowUnsafe names the dangerous settings a config may use.
+type AllowUnsafe struct {
+	// DefaultRoute allows a /0 in clusterCIDRs or importExtras: peers may
+	// then steer every destination of this node, its default route too.
+	DefaultRoute bool `json:"defaultRoute,omitempty"`
+	// RoutableMetrics allows metricsAddress on an address other hosts
+	// reach (the endpoint has no authentication).
+	RoutableMetrics bool `json:"routableMetrics,omitempty"`
 }
 
 // PeerConfig is one entry of peers.
@@ -151,6 +168,9 @@ func read(path string) (*Config, error) {
 	}
 	var c Config
 	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := checkKeys(b, reflect.TypeOf(c)); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	c.Defaults()
@@ -247,9 +267,12 @@ func (c *Config) Validate() error {
 	if _, err := c.NoMasquerade(); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := netip.ParseAddrPort(c.MetricsAddress); err != nil {
+	if ap, err := netip.ParseAddrPort(c.MetricsAddress); err != nil {
 		errs = append(errs, fmt.Errorf("metricsAddress: %q: want host:port, e.g. 127.0.0.1:9465", c.MetricsAddress))
+	} else if !ap.Addr().IsLoopback() && !c.AllowUnsafe.RoutableMetrics {
+		errs = append(errs, fmt.Errorf("metricsAddress: %s is reachable from other hosts and has no authentication; use a loopback address, or set allowUnsafe.routableMetrics", c.MetricsAddress))
 	}
+	errs = append(errs, c.checkWide())
 	if c.PolicyDir != "" && !filepath.IsAbs(c.PolicyDir) {
 		errs = append(errs, fmt.Errorf("policyDir: %q is not an absolute path", c.PolicyDir))
 	}
@@ -297,6 +320,23 @@ func (c *Config) BGP() (bgp.Config, error) {
 	out := bgp.Config{ASN: c.ASN, RouterID: rid, ListenPort: c.ListenPort, GRPCAddress: c.GRPCAddress,
 		PodCIDRs: pods, ClusterCIDRs: cluster, ImportExtras: extras, RouteReflector: c.RouteReflector}
 	return out, out.Validate()
+}
+
+// checkWide refuses a /0 where peers' routes are accepted, unless
+// allowUnsafe.defaultRoute says so.
+func (c *Config) checkWide() error {
+	if c.AllowUnsafe.DefaultRoute {
+		return nil
+	}
+	var errs []error
+	for field, list := range map[string][]string{"clusterCIDRs": c.ClusterCIDRs, "importExtras": c.ImportExtras} {
+		for i, s := range list {
+			if p, err := netip.ParsePrefix(s); err == nil && p.Bits() == 0 {
+				errs = append(errs, fmt.Errorf("%s[%d]: %s lets any peer route every destination of this node, its default route too; set allowUnsafe.defaultRoute to mean it", field, i, s))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // NoMasquerade is every destination pods reach with their own address:

@@ -40,6 +40,17 @@ func TestLoadNamesTheBadField(t *testing.T) {
 		"dataDir":       {"dataDir: /var/lib/petrel", "dataDir: var/lib/petrel"},
 		"connectRetry":  {"connectRetry: 1s", "connectRetry: soon"},
 		"listenPort":    {"listenPort: 179", "listenPort: 99999"},
+		// Keys are matched exactly: a near miss is named, never applied.
+		"did you mean podCIDRs":       {"podCIDRs:", "podCidrs:"},
+		"is also peers[0]":            {"peers:\n", "peers:\n  - {address: 10.99.1.1, asn: 65001}\n"},
+		"own routerID":                {"address: 10.99.1.1", "address: 10.99.1.2"},
+		"negative":                    {"bfd: {enabled: false}", "bfd: {enabled: true, minTx: -1s}"},
+		"bfd.minRx":                   {"bfd: {enabled: false}", "bfd: {enabled: true, minRx: 1ms}"},
+		"more than a third":           {"holdTime: 3s, keepaliveTime: 1s", "keepaliveTime: 100s"},
+		"AS_TRANS":                    {"asn: 65101", "asn: 23456"},
+		"allowUnsafe.defaultRoute":    {"clusterCIDRs: [10.244.0.0/16,", "clusterCIDRs: [0.0.0.0/0, 10.244.0.0/16,"},
+		"importExtras[0]":             {"listenPort: 179", "listenPort: 179\nimportExtras: [0.0.0.0/0]"},
+		"allowUnsafe.routableMetrics": {"listenPort: 179", "listenPort: 179\nmetricsAddress: 0.0.0.0:9465"},
 	}
 	for field, c := range cases {
 		t.Run(field, func(t *testing.T) {
@@ -54,5 +65,16 @@ func TestLoadNamesTheBadField(t *testing.T) {
 				t.Fatalf("got %v, want an error naming %s", err, field)
 			}
 		})
+	}
+}
+
+// The dangerous settings load when asked for by name.
+func TestAllowUnsafe(t *testing.T) {
+	good, _ := os.ReadFile("testdata/node1.yaml")
+	conf := strings.Replace(string(good), "listenPort: 179", "listenPort: 179\nimportExtras: [0.0.0.0/0]\nmetricsAddress: 0.0.0.0:9465\nallowUnsafe: {defaultRoute: true, routableMetrics: true}", 1)
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte(conf), 0o644)
+	if _, err := Load(path); err != nil {
+		t.Fatalf("with allowUnsafe: %v", err)
 	}
 }

@@ -14,15 +14,25 @@ import (
 func (c *Config) BGPPeers() ([]bgp.Peer, error) {
 	var out []bgp.Peer
 	var errs []error
+	seen := map[netip.Addr]int{}
+	self, _ := netip.ParseAddr(c.RouterID)
 	for i, pc := range c.Peers {
 		p, err := pc.toBGP()
 		if err == nil {
 			err = p.Validate()
 		}
+		if err == nil {
+			if j, dup := seen[p.Address]; dup {
+				err = fmt.Errorf("address: %s is also peers[%d]: one session per address", p.Address, j)
+			} else if p.Address == self {
+				err = fmt.Errorf("address: %s is this node's own routerID", p.Address)
+			}
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("peers[%d]: %w", i, err))
 			continue
 		}
+		seen[p.Address] = i
 		out = append(out, p)
 	}
 	return out, errors.Join(errs...)

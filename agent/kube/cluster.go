@@ -199,6 +199,10 @@ func (k *kubeSource) bgpPeers(v *clusterView, me *corev1.Node) error {
 		if !ok || !g.selector.Matches(labels.Set(me.Labels)) {
 			continue
 		}
+		if slices.Contains(internalIPs(me), g.peer.Address) {
+			errs = append(errs, fmt.Errorf("BGPPeer %s: peerAddress %s is this node's own address", name, g.peer.Address))
+			continue
+		}
 		if src, dup := v.sources[g.peer.Address]; dup {
 			errs = append(errs, fmt.Errorf("BGPPeer %s: peerAddress %s is already a peer of this node (%s)", name, g.peer.Address, src))
 			continue
