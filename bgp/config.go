@@ -36,6 +36,10 @@ type Config struct {
 	RouteReflector bool
 	// ClusterID is the route reflector's cluster ID; zero: the router ID.
 	ClusterID netip.Addr
+	// PrefixLimitWait is the first wait before a peer shut down for
+	// exceeding its prefix limit is tried again (doubling each time, up to
+	// 30 minutes); zero: one minute.
+	PrefixLimitWait time.Duration
 }
 
 // Validate names the first bad field.
@@ -115,7 +119,7 @@ type Peer struct {
 	GracefulRestart
 	BFD
 	RouteReflectorClient bool
-	MaxPrefixes          uint32 // zero: no limit
+	MaxPrefixes          uint32 // zero: DefaultMaxPrefixes
 	// Accept, when not empty, narrows the import guard for this peer to
 	// these prefixes (and their subnets): a node in the mesh may announce
 	// only its own pod CIDRs, never another node's.

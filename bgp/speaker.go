@@ -33,6 +33,7 @@ type Speaker struct {
 	peers   map[netip.Addr]Peer   // as configured in GoBGP
 	adverts map[netip.Prefix]bool // paths originated here
 	dropped map[netip.Addr]bool   // fell from Established: recreate
+	limited map[netip.Addr]limited // shut down for their prefix limit: wait
 	states  map[netip.Addr]string // last session state seen
 	guard   string                // guardKey of the installed per-peer guard
 	// What GoBGP held right after Set configured it, for Reconcile: each
@@ -65,6 +66,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 		cfg: cfg, log: log, srv: server.NewBgpServer(opts...), poke: poke,
 		peers: map[netip.Addr]Peer{}, adverts: map[netip.Prefix]bool{},
 		dropped: map[netip.Addr]bool{}, states: map[netip.Addr]string{}, prints: map[netip.Addr]string{},
+		limited: map[netip.Addr]limited{},
 		rib: rib{set: map[netip.Prefix]map[pathKey]candidate{}},
 	}
 	go s.srv.Serve()
@@ -114,6 +116,17 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	s.mu.Lock()
 	prev := s.states[addr]
 	s.states[addr] = stateName(state)
+	if ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT && state == bgp.BGP_FSM_IDLE {
+		if l := s.limited[addr]; l.retryAt.IsZero() || time.Now().After(l.retryAt) || prev != "prefix-limit" {
+			s.overLimit(addr, time.Now())
+		}
+		s.states[addr] = "prefix-limit"
+		s.mu.Unlock()
+		if prev != "prefix-limit" {
+			s.poke()
+		}
+		return
+	}
 	// Also after a failed open (a connection collision, a NOTIFICATION in
 	// OpenSent): GoBGP applies the same 5 s hold then.
 	if state == bgp.BGP_FSM_IDLE && (prev == "established" || prev == "opensent" || prev == "openconfirm") {
@@ -210,7 +223,7 @@ func (s *Speaker) setPeers(ctx context.Context, want map[netip.Addr]Peer, c *Cha
 	}
 	for addr, p := range want {
 		cur, ok := s.peers[addr]
-		if ok && cur.equal(p) && !s.dropped[addr] {
+		if ok && cur.equal(p) && (!s.dropped[addr] && !s.limited[addr].due(time.Now()) || s.waiting(addr, time.Now())) {
 			continue
 		}
 		if ok {
@@ -224,6 +237,10 @@ func (s *Speaker) setPeers(ctx context.Context, want map[netip.Addr]Peer, c *Cha
 			continue
 		}
 		s.peers[addr] = p
+		if l, ok := s.limited[addr]; ok {
+			l.retryAt = time.Time{} // retried: the next shutdown waits longer
+			s.limited[addr] = l
+		}
 		if got, err := s.listPeers(ctx); err == nil && got[addr] != nil {
 			s.prints[addr] = peerPrint(got[addr])
 		}
@@ -243,6 +260,7 @@ func (s *Speaker) deletePeer(ctx context.Context, addr netip.Addr) error {
 		}
 	}
 	delete(s.prints, addr)
+	delete(s.limited, addr)
 	delete(s.peers, addr)
 	delete(s.states, addr)
 	return nil

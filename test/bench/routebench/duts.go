@@ -24,7 +24,7 @@ dataDir: %[1]s/data
 cniConfDir: %[1]s/net.d
 logLevel: warn
 peers:
-  - {address: 10.98.0.1, asn: 65000, holdTime: 9s, keepaliveTime: 3s, connectRetry: 1s}
+  - {address: 10.98.0.1, asn: 65000, holdTime: 9s, keepaliveTime: 3s, connectRetry: 1s, maxPrefixes: 1000000}
 `, dir)
 		path := filepath.Join(dir, "agent.yaml")
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
