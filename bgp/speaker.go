@@ -30,12 +30,12 @@ type Speaker struct {
 	rib rib
 
 	mu      sync.Mutex
-	peers   map[netip.Addr]Peer   // as configured in GoBGP
-	adverts map[netip.Prefix]bool // paths originated here
-	dropped map[netip.Addr]bool   // fell from Established: recreate
+	peers   map[netip.Addr]Peer    // as configured in GoBGP
+	adverts map[netip.Prefix]bool  // paths originated here
+	dropped map[netip.Addr]bool    // fell from Established: recreate
 	limited map[netip.Addr]limited // shut down for their prefix limit: wait
-	states  map[netip.Addr]string // last session state seen
-	guard   string                // guardKey of the installed per-peer guard
+	states  map[netip.Addr]string  // last session state seen
+	guard   string                 // guardKey of the installed per-peer guard
 	// What GoBGP held right after Set configured it, for Reconcile: each
 	// peer's configuration and the guard's policies, as text.
 	prints     map[netip.Addr]string
@@ -67,7 +67,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 		peers: map[netip.Addr]Peer{}, adverts: map[netip.Prefix]bool{},
 		dropped: map[netip.Addr]bool{}, states: map[netip.Addr]string{}, prints: map[netip.Addr]string{},
 		limited: map[netip.Addr]limited{},
-		rib: rib{set: map[netip.Prefix]map[pathKey]candidate{}},
+		rib:     rib{set: map[netip.Prefix]map[pathKey]candidate{}},
 	}
 	go s.srv.Serve()
 	global := &api.Global{Asn: cfg.ASN, RouterId: cfg.RouterID.String(), ListenPort: cfg.ListenPort, UseMultiplePaths: true}
