@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 )
@@ -124,10 +125,24 @@ type Peer struct {
 	// these prefixes (and their subnets): a node in the mesh may announce
 	// only its own pod CIDRs, never another node's.
 	Accept []netip.Prefix
+	// AcceptExact narrows it too, to exactly these prefixes, no
+	// more-specifics: a top-of-rack router may pass on each node's pod
+	// CIDR as the API gives it, never a /32 carved out of one.
+	AcceptExact []netip.Prefix
 }
 
-// equal compares peers field by field (Accept is a slice).
-func (p Peer) equal(q Peer) bool { return reflect.DeepEqual(p, q) }
+// sameSession reports whether p and q configure the same session: all but
+// the accepted prefixes, which the guard changes live, without resetting
+// the session (a node joining the cluster widens every router's list).
+func (p Peer) sameSession(q Peer) bool {
+	p.Accept, p.AcceptExact, q.Accept, q.AcceptExact = nil, nil, nil, nil
+	return reflect.DeepEqual(p, q)
+}
+
+// sameGuard reports whether p and q accept the same prefixes.
+func (p Peer) sameGuard(q Peer) bool {
+	return slices.Equal(p.Accept, q.Accept) && slices.Equal(p.AcceptExact, q.AcceptExact)
+}
 
 // GracefulRestart configures RFC 4724 for a peer.
 type GracefulRestart struct {

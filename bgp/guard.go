@@ -91,8 +91,8 @@ func guardPolicies(cfg Config, peers map[netip.Addr]Peer) ([]*api.DefinedSet, []
 	return sets, []*api.Policy{{Name: "petrel-import", Statements: imp}, {Name: "petrel-export", Statements: exp}}
 }
 
-// peerGuards rejects, from each peer with Accept, every path outside its
-// Accept prefixes: per family, since a prefix set holds one family (and an
+// peerGuards rejects, from each peer with Accept or AcceptExact, every path
+// outside them: per family, since a prefix set holds one family (and an
 // inverted set of one family never matches a path of the other).
 func peerGuards(peers map[netip.Addr]Peer) ([]*api.DefinedSet, []*api.Statement) {
 	addrs := slices.SortedFunc(maps.Keys(peers), netip.Addr.Compare)
@@ -100,7 +100,7 @@ func peerGuards(peers map[netip.Addr]Peer) ([]*api.DefinedSet, []*api.Statement)
 	var stmts []*api.Statement
 	for _, a := range addrs {
 		p := peers[a]
-		if len(p.Accept) == 0 {
+		if len(p.Accept) == 0 && len(p.AcceptExact) == 0 {
 			continue
 		}
 		nb := "peer-" + a.String()
@@ -112,12 +112,18 @@ func peerGuards(peers map[netip.Addr]Peer) ([]*api.DefinedSet, []*api.Statement)
 		}{{"-v4", api.Family_AFI_IP, true}, {"-v6", api.Family_AFI_IP6, false}} {
 			cond := &api.Conditions{NeighborSet: &api.MatchSet{Name: nb, Type: api.MatchSet_TYPE_ANY}}
 			set := &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: "accept-" + a.String() + fam.suffix}
-			for _, pr := range p.Accept {
+			add := func(pr netip.Prefix, maxLen int) {
 				if pr.Addr().Is4() == fam.is4 {
 					set.Prefixes = append(set.Prefixes, &api.Prefix{
-						IpPrefix: pr.Masked().String(), MaskLengthMin: uint32(pr.Bits()), MaskLengthMax: uint32(pr.Addr().BitLen()),
+						IpPrefix: pr.Masked().String(), MaskLengthMin: uint32(pr.Bits()), MaskLengthMax: uint32(maxLen),
 					})
 				}
+			}
+			for _, pr := range p.Accept {
+				add(pr, pr.Addr().BitLen())
+			}
+			for _, pr := range p.AcceptExact {
+				add(pr, pr.Bits())
 			}
 			if len(set.Prefixes) > 0 {
 				sets = append(sets, set)
@@ -137,8 +143,8 @@ func peerGuards(peers map[netip.Addr]Peer) ([]*api.DefinedSet, []*api.Statement)
 func guardKey(peers map[netip.Addr]Peer) string {
 	var b strings.Builder
 	for _, a := range slices.SortedFunc(maps.Keys(peers), netip.Addr.Compare) {
-		if acc := peers[a].Accept; len(acc) > 0 {
-			fmt.Fprintf(&b, "%s=%v;", a, acc)
+		if p := peers[a]; len(p.Accept)+len(p.AcceptExact) > 0 {
+			fmt.Fprintf(&b, "%s=%v/%v;", a, p.Accept, p.AcceptExact)
 		}
 	}
 	return b.String()

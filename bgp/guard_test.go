@@ -3,6 +3,7 @@ package bgp
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -86,4 +87,30 @@ func communitiesFrom(t *testing.T, s *Speaker) string {
 		t.Fatal(err)
 	}
 	return strings.Join(out, " ")
+}
+
+// A top-of-rack router may pass on each node's pod CIDR exactly as the API
+// gives it, and the configured extras, but never a more-specific carved
+// out of a pod CIDR, nor a pod CIDR the API does not know, nor anything
+// inside this node's own pod CIDR.
+func TestToRAcceptsExactNodeCIDRs(t *testing.T) {
+	t.Parallel()
+	a := startNode(t, "127.0.0.61", 65001, []string{"10.244.1.0/24"}, "10.244.0.0/16", "192.0.2.0/24")
+	tor := startNode(t, "127.0.0.62", 65000, []string{"10.244.2.0/24", "10.244.2.5/32", "10.244.3.0/24", "10.244.1.7/32", "192.0.2.0/25"},
+		"10.244.0.0/16", "192.0.2.0/24")
+	tor.set(a)
+	p := a.peerOf(tor)
+	p.AcceptExact = []netip.Prefix{netip.MustParsePrefix("10.244.2.0/24")}
+	p.Accept = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+	if _, err := a.sp.Set(context.Background(), []Peer{p}, Adverts{Prefixes: a.pods}); err != nil {
+		t.Fatal(err)
+	}
+	a.routesBecome("10.244.2.0/24 via 127.0.0.62; 192.0.2.0/25 via 127.0.0.62")
+	// A node joins: its CIDR is accepted live, the session is not reset.
+	p.AcceptExact = append(p.AcceptExact, netip.MustParsePrefix("10.244.3.0/24"))
+	c, err := a.sp.Set(context.Background(), []Peer{p}, Adverts{Prefixes: a.pods})
+	if err != nil || c.PeersAdded+c.PeersRemoved != 0 {
+		t.Fatalf("a widened guard reset the session: %+v %v", c, err)
+	}
+	a.routesBecome("10.244.2.0/24 via 127.0.0.62; 10.244.3.0/24 via 127.0.0.62; 192.0.2.0/25 via 127.0.0.62")
 }

@@ -223,7 +223,16 @@ func (s *Speaker) setPeers(ctx context.Context, want map[netip.Addr]Peer, c *Cha
 	}
 	for addr, p := range want {
 		cur, ok := s.peers[addr]
-		if ok && cur.equal(p) && (!s.dropped[addr] && !s.limited[addr].due(time.Now()) || s.waiting(addr, time.Now())) {
+		if ok && cur.sameSession(p) && (!s.dropped[addr] && !s.limited[addr].due(time.Now()) || s.waiting(addr, time.Now())) {
+			if !cur.sameGuard(p) {
+				// The guard already holds the new prefixes: apply it to what
+				// the peer sent before (GoBGP keeps rejected paths too).
+				s.peers[addr] = p
+				if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Soft: true,
+					Direction: api.ResetPeerRequest_DIRECTION_IN}); err != nil {
+					errs = append(errs, fmt.Errorf("apply the guard to peer %s: %w", addr, err))
+				}
+			}
 			continue
 		}
 		if ok {

@@ -31,6 +31,7 @@ type clusterView struct {
 	sources        map[netip.Addr]string // who asked for each peer, for logs and Events
 	verdicts       []verdict             // one per Petrel object
 	podCIDRs       []netip.Prefix        // this node's, as its Node says now
+	nodeCIDRs      []netip.Prefix        // every other node's, as the API gives them
 	// nodeGone: this node's Node object was deleted. Its pod CIDRs may
 	// go to another node: they are withdrawn, everything else stays.
 	nodeGone bool
@@ -65,6 +66,14 @@ func (k *kubeSource) view(fileASN uint32) (clusterView, error) {
 	}
 	defer func() { k.last = v }()
 	v.podCIDRs = podCIDRs(me)
+	if nodes, err := k.nodes.List(labels.Everything()); err == nil {
+		for _, n := range nodes {
+			if n.Name != k.nodeName {
+				v.nodeCIDRs = append(v.nodeCIDRs, podCIDRs(n)...)
+			}
+		}
+		slices.SortFunc(v.nodeCIDRs, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	}
 	spec := k.bgpConfiguration(&v)
 	clusterASN := firstNonZero(spec.ASN, fileASN, config.DefaultASN)
 	v.asn = nodeASN(me, clusterASN)
@@ -207,7 +216,12 @@ func (k *kubeSource) bgpPeers(v *clusterView, me *corev1.Node) error {
 			errs = append(errs, fmt.Errorf("BGPPeer %s: peerAddress %s is already a peer of this node (%s)", name, g.peer.Address, src))
 			continue
 		}
-		v.peers = append(v.peers, g.peer)
+		// A router outside the cluster may pass on each node's pod CIDR
+		// exactly as the API gives it, and the configured extras; never a
+		// more-specific carved out of a pod CIDR.
+		peer := g.peer
+		peer.AcceptExact, peer.Accept = v.nodeCIDRs, k.extras
+		v.peers = append(v.peers, peer)
 		v.sources[g.peer.Address] = "BGPPeer " + name
 	}
 	for name := range k.goodPeers {

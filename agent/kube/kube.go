@@ -44,7 +44,8 @@ type kubeSource struct {
 	bgpPeerObjs cache.GenericLister
 	bgpConfigs  cache.GenericLister
 	nodeName    string
-	namespace   string // where password Secrets live
+	namespace   string         // where password Secrets live
+	extras      []netip.Prefix // importExtras: what else BGPPeers may send
 
 	// Last valid versions of Petrel's objects; touched only by the loop.
 	goodConfig BGPConfigurationSpec
