@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -42,7 +43,8 @@ type agent struct {
 	bgpCfg   bgp.Config              // the running speaker's settings
 	current  atomic.Pointer[Speaker] // for the metrics collector
 	policy   policyState
-	ready    bool // the datapath was complete once: the pod CIDRs may be announced
+	ready    bool          // the datapath was complete once: the pod CIDRs may be announced
+	lastConf *cni.ConfList // the CNI config last written
 	nodeGone bool
 }
 
@@ -80,10 +82,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, src Source, 
 	// A new local pod must be classified, or isolated, at once.
 	go runner.Poll(ctx, 200*time.Millisecond, runner.FileStamp(filepath.Join(cfg.DataDir, ipam.StoreFile)), loop.Poke)
 	if dp.Watch != nil {
-		if err := dp.Watch(ctx, loop.Poke); err != nil {
+		if err := dp.Watch(ctx, loop.Poke, a.metrics.drift); err != nil {
 			return err
 		}
 	}
+	// The CNI config deleted or truncated by hand: rewritten at once.
+	go runner.Poll(ctx, 200*time.Millisecond, runner.FileStamp(filepath.Join(cfg.CNIConfDir, cni.ConfListFile)), loop.Poke)
 	log.Info("agent started", "asn", snap.BGP.ASN, "podCIDRs", snap.BGP.PodCIDRs, "peers", len(snap.Peers))
 	loop.Run(ctx, log, a.sync)
 	if cause := context.Cause(ctx); errors.Is(cause, ErrStop) {
@@ -123,7 +127,15 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 	bgpErr := a.reconfigure(ctx, snap.BGP)
 	pods := a.bgpCfg.PodCIDRs
 	routeErr := a.syncRoutes(ctx, pods)
-	_, confErr := a.dp.CNI.Write(a.confList(pods))
+	conf := a.confList(pods)
+	wrote, confErr := a.dp.CNI.Write(conf)
+	if wrote && a.lastConf != nil && reflect.DeepEqual(*a.lastConf, conf) {
+		a.metrics.drift("conflist") // the same content written again: someone changed the file
+		a.log.Warn("the CNI config was changed behind the agent's back; rewritten", "dir", a.cfg.CNIConfDir)
+	}
+	if confErr == nil {
+		a.lastConf = &conf
+	}
 	polErr := a.syncPolicy(snap, pods, resync)
 	if routeErr == nil && confErr == nil && polErr == nil && !a.ready {
 		a.ready = true

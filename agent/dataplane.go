@@ -75,9 +75,10 @@ type Dataplane struct {
 	Firewall   Firewall
 	CNI        CNIConfig
 	// Watch, if set, starts reporting changes made behind the agent's back
-	// (a route deleted by hand): it calls poke after invalidating what it
-	// concerns. It stops with ctx.
-	Watch func(ctx context.Context, poke func()) error
+	// (a route deleted by hand, Petrel's nftables table or a rule of it
+	// deleted): it invalidates what they concern, calls drift with the kind
+	// of object when it was Petrel's, then poke. It stops with ctx.
+	Watch func(ctx context.Context, poke func(), drift func(object string)) error
 	// Metrics, if set, exports the speaker's own metrics.
 	Metrics func(Speaker) prometheus.Collector
 }

@@ -39,17 +39,27 @@ func KernelDataplane(cfg *config.Config, log *slog.Logger) (Dataplane, error) {
 		Routes:   routes,
 		Firewall: fw,
 		CNI:      confDir(cfg.CNIConfDir),
-		Watch: func(ctx context.Context, poke func()) error {
-			stop, err := route.Watch(netns.None(), rtproto.BGP, func(stale bool) {
+		Watch: func(ctx context.Context, poke func(), drift func(string)) error {
+			stopRoutes, err := route.Watch(netns.None(), rtproto.BGP, func(stale bool) {
 				if stale {
 					routes.Invalidate()
+					drift("route")
 				}
 				poke()
 			})
 			if err != nil {
 				return err
 			}
-			go func() { <-ctx.Done(); stop() }()
+			stopPolicy, err := policy.Watch(netns.None(), func(object string) {
+				fw.Invalidate()
+				drift(object)
+				poke()
+			})
+			if err != nil {
+				stopRoutes()
+				return err
+			}
+			go func() { <-ctx.Done(); stopRoutes(); stopPolicy() }()
 			return nil
 		},
 		Metrics: func(s Speaker) prometheus.Collector { return s.(*bgp.Speaker).Collector() },

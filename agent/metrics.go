@@ -23,6 +23,7 @@ type agentMetrics struct {
 	podAddresses     prometheus.Gauge
 	routeConflicts   prometheus.Gauge
 	nextHopsRejected prometheus.Gauge
+	drifts           *prometheus.CounterVec
 	notReady         atomic.Pointer[string] // why the node is not ready now; nil when it is
 	lastSync         atomic.Int64           // unix nanoseconds of the last finished sync
 }
@@ -46,6 +47,9 @@ func newAgentMetrics() *agentMetrics {
 	m.nextHopsRejected = prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_nexthops_rejected",
 		Help: "Learned next hops refused: a local address, inside the cluster's pod CIDRs, unreachable, or reached only through Petrel's own routes."})
 	m.notReady.Store(&starting)
+	m.drifts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "petrel_drift_repaired_total",
+		Help: "Changes made behind the agent's back to what it owns (route, table, chain, rule, set, conflist), repaired at once."}, []string{"object"})
+	m.reg.MustRegister(m.drifts)
 	m.reg.MustRegister(m.routesInstalled, m.fibSync, m.policySync, m.podAddresses, m.routeConflicts, m.nextHopsRejected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -107,3 +111,7 @@ func (m *agentMetrics) setReady(why error) {
 	s := why.Error()
 	m.notReady.Store(&s)
 }
+
+// drift counts a change made behind the agent's back; the sync it pokes
+// repairs it.
+func (m *agentMetrics) drift(object string) { m.drifts.WithLabelValues(object).Inc() }

@@ -275,3 +275,52 @@ func TestMasquerade(t *testing.T) {
 		t.Fatalf("pod b saw pod a as %s, want %s (no NAT between pods)", got, a.pod.IPs[0])
 	}
 }
+
+// TestWatchSeesOnlyOthersChanges: changes Petrel's own syncs make are not
+// drift; a rule or the table deleted by hand is, at once.
+func TestWatchSeesOnlyOthersChanges(t *testing.T) {
+	netnstest.RequireTool(t, "nft")
+	n := newPolicyNode(t)
+	h, err := netns.GetFromName(n.ns.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	drifts := make(chan string, 64)
+	stop, err := policy.Watch(h, func(obj string) { drifts <- obj })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	n.addPod("x", "a", map[string]string{"pod": "a"})
+	n.sync(n.input(), true)
+	n.sync(n.input(policy.Policy{Namespace: "x", Name: "deny", Ingress: true}), false) // rules added and removed by Petrel
+	n.sync(n.input(), false)
+	select {
+	case obj := <-drifts:
+		t.Fatalf("Petrel's own sync reported as drift (%s)", obj)
+	case <-time.After(300 * time.Millisecond):
+	}
+	out, err := n.ns.Run("nft", "-a", "list", "chain", "inet", policy.TableName, "forward")
+	if err != nil {
+		t.Fatalf("nft: %v %s", err, out)
+	}
+	handle := ""
+	for l := range strings.Lines(out) {
+		if strings.Contains(l, "jump ingress") {
+			handle = strings.TrimSpace(l[strings.LastIndex(l, "handle ")+len("handle "):])
+		}
+	}
+	for _, cmd := range [][]string{{"delete", "rule", "inet", policy.TableName, "forward", "handle", handle}, {"delete", "table", "inet", policy.TableName}} {
+		if out, err := n.ns.Run("nft", cmd...); err != nil {
+			t.Fatalf("nft %v: %v %s", cmd, err, out)
+		}
+		select {
+		case obj := <-drifts:
+			t.Logf("nft %s %s: drift reported (%s)", cmd[0], cmd[1], obj)
+		case <-time.After(2 * time.Second):
+			t.Fatalf("nft %v: no drift reported", cmd)
+		}
+		n.sync(n.input(), true) // what the agent does next: replace the table
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/petrelnet/petrel/internal/testkit/labtest"
 	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 	"github.com/petrelnet/petrel/internal/testkit/wait"
+	"github.com/petrelnet/petrel/policy"
 )
 
 func ping(t *testing.T, from netnstest.NS, to string, args ...string) string {
@@ -97,6 +98,7 @@ func TestTorLab(t *testing.T) {
 	}
 	d = wantRoutes(t, l, 10*time.Second)
 	t.Logf("route deleted by hand -> back: %s", d)
+	repairsDrift(t, n1)
 
 	// kill -9 the agent: its routes stay in the kernel, the ToR keeps the
 	// node's route as stale (graceful restart), pods keep talking.
@@ -212,4 +214,44 @@ func httpGet(t *testing.T, ns netnstest.NS, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// repairsDrift deletes by hand what the agent owns besides routes — its
+// nftables table, the rule jumping to the ingress chain, the CNI config —
+// and checks that each is back within a second (the periodic resync is 30 s).
+func repairsDrift(t *testing.T, n *labtest.Node) {
+	t.Helper()
+	table := func() string { out, _ := n.NS.Run("nft", "list", "table", "inet", policy.TableName); return out }
+	conf := filepath.Join(n.Dir, "net.d", cni.ConfListFile)
+	jump := func() string {
+		for l := range strings.Lines(func() string {
+			out, _ := n.NS.Run("nft", "-a", "list", "chain", "inet", policy.TableName, "forward")
+			return out
+		}()) {
+			if strings.Contains(l, "jump ingress") {
+				return strings.TrimSpace(l[strings.LastIndex(l, "handle ")+len("handle "):])
+			}
+		}
+		return ""
+	}
+	for _, c := range []struct {
+		what string
+		do   func() error
+		back func() bool
+	}{
+		{"nftables table deleted", func() error { _, err := n.NS.Run("nft", "delete", "table", "inet", policy.TableName); return err },
+			func() bool { return strings.Contains(table(), "jump ingress") }},
+		{"jump ingress rule deleted", func() error {
+			_, err := n.NS.Run("nft", "delete", "rule", "inet", policy.TableName, "forward", "handle", jump())
+			return err
+		}, func() bool { return jump() != "" }},
+		{"CNI config deleted", func() error { return os.Remove(conf) }, func() bool { _, err := os.Stat(conf); return err == nil }},
+		{"CNI config truncated", func() error { return os.Truncate(conf, 0) }, func() bool { fi, err := os.Stat(conf); return err == nil && fi.Size() > 0 }},
+	} {
+		if err := c.do(); err != nil {
+			t.Fatalf("%s: %v", c.what, err)
+		}
+		d := wait.Until(t, time.Second, c.what+": repaired", c.back)
+		t.Logf("%s -> repaired: %s", c.what, d)
+	}
 }
