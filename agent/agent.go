@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/petrelnet/petrel/cni"
 	"github.com/petrelnet/petrel/internal/runner"
 	"github.com/petrelnet/petrel/ipam"
+	"github.com/petrelnet/petrel/policy"
 	"github.com/petrelnet/petrel/route"
 )
 
@@ -153,7 +155,7 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 	_, setErr := a.speaker.Set(ctx, snap.Peers, adverts)
 	held := a.dp.Routes.Held()
 	a.metrics.routeConflicts.Set(float64(len(held)))
-	repErr := a.src.Report(ctx, Status{Ready: a.ready, Sessions: a.speaker.PeerStates(), HeldRoutes: held})
+	repErr := a.src.Report(ctx, Status{Ready: a.ready, Sessions: a.speaker.PeerStates(), HeldRoutes: held, RefusedPolicies: a.refusedList()})
 	a.metrics.setReady(notReady(a.ready, snap.NodeGone, routeErr, confErr, polErr, setErr))
 	a.metrics.lastSync.Store(time.Now().UnixNano())
 	return errors.Join(srcErr, bgpErr, routeErr, confErr, polErr, recErr, setErr, repErr)
@@ -195,6 +197,17 @@ func (a *agent) noteNodeGone(gone bool) {
 	} else {
 		a.log.Info("this node's Node object is back: announcing its pod CIDRs")
 	}
+}
+
+// refusedList is the policies the kernel refused at the last policy sync.
+func (a *agent) refusedList() []policy.Refusal {
+	var out []policy.Refusal
+	for key, msg := range a.policy.refused {
+		ns, name, _ := strings.Cut(key, "/")
+		out = append(out, policy.Refusal{Namespace: ns, Name: name, Err: errors.New(msg)})
+	}
+	slices.SortFunc(out, func(x, y policy.Refusal) int { return strings.Compare(x.Namespace+"/"+x.Name, y.Namespace+"/"+y.Name) })
+	return out
 }
 
 // notReady says why the node cannot take pods now, or nil.

@@ -53,10 +53,13 @@ type RouteTable interface {
 	Resolve(learned []route.Route, forbidden []netip.Prefix) ([]route.Route, []route.Rejected)
 }
 
-// Firewall is Petrel's nftables table (*policy.Syncer). It decides itself
-// whether a sync replaces the table or changes only what differs.
+// Firewall is Petrel's nftables table (*policy.Firewall): it compiles the
+// input, decides itself whether a sync replaces the table or changes only
+// what differs, and fails closed per policy.
 type Firewall interface {
-	Sync(d *policy.Desired) error
+	// Sync applies in; the policies the kernel refused are applied as
+	// isolation only and returned. An error: no table could be applied.
+	Sync(in policy.Input) ([]policy.Refusal, error)
 	// Invalidate makes the next Sync replace the whole table.
 	Invalidate()
 }

@@ -175,12 +175,20 @@ type fakeFirewall struct {
 	last        *policy.Desired
 	invalidated bool
 	fail        error
+	refuse      map[string]bool // "namespace/name": reported as refused by the kernel
 }
 
-func (f *fakeFirewall) Sync(d *policy.Desired) error {
+func (f *fakeFirewall) Sync(in policy.Input) ([]policy.Refusal, error) {
 	if f.fail != nil {
 		f.j.add("nftables refused")
-		return f.fail
+		return nil, f.fail
+	}
+	d := policy.Compile(in)
+	var refused []policy.Refusal
+	for _, p := range in.Policies {
+		if f.refuse[p.Namespace+"/"+p.Name] {
+			refused = append(refused, policy.Refusal{Namespace: p.Namespace, Name: p.Name, Err: errors.New("file exists")})
+		}
 	}
 	mode := "incremental"
 	if f.invalidated || f.last == nil {
@@ -188,7 +196,7 @@ func (f *fakeFirewall) Sync(d *policy.Desired) error {
 	}
 	f.j.add("nftables %s: %d sets, %d ingress, %d egress", mode, len(d.Sets), len(d.Ingress), len(d.Egress))
 	f.last, f.invalidated = d, false
-	return nil
+	return refused, nil
 }
 
 func (f *fakeFirewall) Invalidate() { f.invalidated = true }

@@ -28,10 +28,11 @@ func KernelDataplane(cfg *config.Config, log *slog.Logger) (Dataplane, error) {
 		return Dataplane{}, err
 	}
 	routes := route.New(kernel, log.With("component", "routes"))
-	fw, err := policy.NewSyncer(netns.None(), log.With("component", "policy"))
+	syncer, err := policy.NewSyncer(netns.None(), log.With("component", "policy"))
 	if err != nil {
 		return Dataplane{}, err
 	}
+	fw := policy.NewFirewall(syncer, log.With("component", "policy"))
 	return Dataplane{
 		NewSpeaker: func(ctx context.Context, c bgp.Config, poke func()) (Speaker, error) {
 			return bgp.New(ctx, c, log.With("component", "bgp"), poke)
@@ -69,7 +70,7 @@ func KernelDataplane(cfg *config.Config, log *slog.Logger) (Dataplane, error) {
 var (
 	_ Speaker    = (*bgp.Speaker)(nil)
 	_ RouteTable = (*route.Programmer)(nil)
-	_ Firewall   = (*policy.Syncer)(nil)
+	_ Firewall   = (*policy.Firewall)(nil)
 	_ CNIConfig  = confDir("")
 )
 

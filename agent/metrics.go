@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/petrelnet/petrel/policy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,6 +25,7 @@ type agentMetrics struct {
 	routeConflicts   prometheus.Gauge
 	nextHopsRejected prometheus.Gauge
 	drifts           *prometheus.CounterVec
+	refused          *prometheus.GaugeVec
 	notReady         atomic.Pointer[string] // why the node is not ready now; nil when it is
 	lastSync         atomic.Int64           // unix nanoseconds of the last finished sync
 }
@@ -49,7 +51,9 @@ func newAgentMetrics() *agentMetrics {
 	m.notReady.Store(&starting)
 	m.drifts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "petrel_drift_repaired_total",
 		Help: "Changes made behind the agent's back to what it owns (route, table, chain, rule, set, conflist), repaired at once."}, []string{"object"})
-	m.reg.MustRegister(m.drifts)
+	m.refused = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "petrel_policy_refused",
+		Help: "1 for each NetworkPolicy the kernel refused: its pods are isolated with nothing allowed."}, []string{"namespace", "name"})
+	m.reg.MustRegister(m.drifts, m.refused)
 	m.reg.MustRegister(m.routesInstalled, m.fibSync, m.policySync, m.podAddresses, m.routeConflicts, m.nextHopsRejected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -115,3 +119,11 @@ func (m *agentMetrics) setReady(why error) {
 // drift counts a change made behind the agent's back; the sync it pokes
 // repairs it.
 func (m *agentMetrics) drift(object string) { m.drifts.WithLabelValues(object).Inc() }
+
+// setRefused makes petrel_policy_refused list exactly the refused policies.
+func (m *agentMetrics) setRefused(refused []policy.Refusal) {
+	m.refused.Reset()
+	for _, r := range refused {
+		m.refused.WithLabelValues(r.Namespace, r.Name).Set(1)
+	}
+}

@@ -12,10 +12,10 @@ import (
 	"github.com/petrelnet/petrel/policy"
 )
 
-// policyState is the loop's side of nftables: the last input compiled.
+// policyState is the loop's side of nftables: the last input applied.
 type policyState struct {
-	compiler *policy.Compiler
-	last     *policy.Input // nil until the first sync succeeds
+	last    *policy.Input     // nil until the first sync succeeds
+	refused map[string]string // "namespace/name" -> the kernel's error, as last reported
 	// The IPAM store is read only when its file changed: every read takes
 	// the lock that concurrent CNI ADDs wait on.
 	storeStamp string
@@ -34,12 +34,10 @@ func (a *agent) syncPolicy(snap Snapshot, pods []netip.Prefix, resync bool) erro
 	if !resync && ps.last != nil && reflect.DeepEqual(in, *ps.last) {
 		return nil
 	}
-	if ps.compiler == nil {
-		ps.compiler = policy.NewCompiler()
-	}
-	d := ps.compiler.Compile(in)
 	start := time.Now()
-	if err := a.dp.Firewall.Sync(d); err != nil {
+	refused, err := a.dp.Firewall.Sync(in)
+	a.reportRefused(refused)
+	if err != nil {
 		ps.last = nil
 		return err
 	}
@@ -47,6 +45,26 @@ func (a *agent) syncPolicy(snap Snapshot, pods []netip.Prefix, resync bool) erro
 	a.log.Debug("policy synced", "took", time.Since(start), "policies", len(in.Policies), "pods", len(in.Pods))
 	ps.last = &in
 	return nil
+}
+
+// reportRefused logs each change of the set of refused policies and keeps
+// the metric and the source's view current.
+func (a *agent) reportRefused(refused []policy.Refusal) {
+	now := map[string]string{}
+	for _, r := range refused {
+		key := r.Namespace + "/" + r.Name
+		now[key] = r.Err.Error()
+		if a.policy.refused[key] != now[key] {
+			a.log.Error("NetworkPolicy refused by the kernel: the pods it selects are isolated, nothing allowed", "policy", key, "err", r.Err)
+		}
+	}
+	for key := range a.policy.refused {
+		if _, still := now[key]; !still {
+			a.log.Info("NetworkPolicy applied again", "policy", key)
+		}
+	}
+	a.policy.refused = now
+	a.metrics.setRefused(refused)
 }
 
 // pendingPods are this node's pods (from the IPAM store, written at CNI

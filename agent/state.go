@@ -42,6 +42,9 @@ type Status struct {
 	// HeldRoutes are learned prefixes not installed because a route Petrel
 	// does not own holds them.
 	HeldRoutes []netip.Prefix
+	// RefusedPolicies are the NetworkPolicies the kernel refused; their
+	// pods are isolated with nothing allowed.
+	RefusedPolicies []policy.Refusal
 }
 
 // Source is where the desired state comes from: the Kubernetes API

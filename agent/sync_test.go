@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/petrelnet/petrel/agent/config"
 	"github.com/petrelnet/petrel/bgp"
@@ -272,5 +273,29 @@ func TestReadinessFollowsTheLastSync(t *testing.T) {
 	}
 	if err := r.a.metrics.readiness(r.a.confListPresent); err == nil {
 		t.Fatal("ready while the conflist file is missing")
+	}
+}
+
+// A policy the firewall refuses is reported to the source and counted; it
+// does not fail the sync (its pods are isolated), and the node stays ready.
+func TestRefusedPolicyIsReported(t *testing.T) {
+	r := newRig(t)
+	r.fw.refuse = map[string]bool{"web/bad": true}
+	r.src.snap.Policies = []policy.Policy{{Namespace: "web", Name: "bad", Ingress: true}}
+	if _, err := r.sync(false); err != nil {
+		t.Fatalf("a refused policy failed the sync: %v", err)
+	}
+	st := r.src.lastReport()
+	if len(st.RefusedPolicies) != 1 || st.RefusedPolicies[0].Name != "bad" || !st.Ready {
+		t.Fatalf("status %+v", st)
+	}
+	if got := testutil.ToFloat64(r.a.metrics.refused.WithLabelValues("web", "bad")); got != 1 {
+		t.Fatalf("petrel_policy_refused{web,bad} = %v", got)
+	}
+	r.fw.refuse = nil
+	r.src.snap.Policies = append(r.src.snap.Policies, policy.Policy{Namespace: "web", Name: "other", Ingress: true})
+	r.sync(false)
+	if st := r.src.lastReport(); len(st.RefusedPolicies) != 0 {
+		t.Fatalf("still reported refused: %+v", st.RefusedPolicies)
 	}
 }

@@ -324,3 +324,56 @@ func TestWatchSeesOnlyOthersChanges(t *testing.T) {
 		n.sync(n.input(), true) // what the agent does next: replace the table
 	}
 }
+
+// TestRefusedPolicyIsIsolatedOthersApply: a policy the kernel refuses
+// (corrupted through the test hook, since the compiler's own output is
+// always programmable) isolates the pods it selects with nothing allowed;
+// the other policies are applied; the refusal names the policy and carries
+// the kernel's error.
+func TestRefusedPolicyIsIsolatedOthersApply(t *testing.T) {
+	netnstest.RequireTool(t, "nft")
+	n := newPolicyNode(t)
+	n.addPod("x", "a", map[string]string{"pod": "a"})
+	n.addPod("x", "b", map[string]string{"pod": "b"})
+	n.addPod("y", "c", map[string]string{"pod": "c"})
+	allowFromY := policy.Policy{Namespace: "x", Name: "allow-from-y", PodSelector: policy.Selector{MatchLabels: map[string]string{"pod": "a"}}, Ingress: true,
+		IngressRules: []policy.Rule{{Peers: []policy.Peer{{NamespaceSelector: &policy.Selector{MatchLabels: map[string]string{"ns": "y"}}}}}}}
+	denyY := policy.Policy{Namespace: "y", Name: "deny", Ingress: true}
+	fw := policy.NewFirewall(n.syncer, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	fw.BreakForTest = func(d *policy.Desired) {
+		for _, st := range d.Ingress {
+			if st.Owner != "x/allow-from-y" {
+				continue
+			}
+			for _, m := range st.Matches {
+				if s := d.Sets[m.Set]; s.Kind == policy.DstSet && len(s.Elems) > 0 {
+					e := s.Elems[0]
+					e.PortHi = e.PortLo // inside the first element: the kernel refuses the overlap
+					s.Elems = append(s.Elems, e)
+				}
+			}
+		}
+	}
+	refused, err := fw.Sync(n.input(allowFromY, denyY))
+	if err != nil {
+		t.Fatalf("no table applied: %v", err)
+	}
+	if len(refused) != 1 || refused[0].Namespace+"/"+refused[0].Name != "x/allow-from-y" || refused[0].Err == nil {
+		t.Fatalf("refused %+v, want x/allow-from-y with the kernel's error", refused)
+	}
+	t.Logf("kernel's error: %v", refused[0].Err)
+	want := map[string]bool{
+		"y/c -> x/a": false, // the refused policy's pod: isolated, nothing allowed
+		"x/b -> x/a": false,
+		"x/a -> x/b": true, // not selected by anything
+		"y/c -> x/b": true,
+		"x/a -> y/c": false, // the other policy still applies
+		"x/b -> y/c": false,
+	}
+	for pair, allowed := range want {
+		from, to, _ := strings.Cut(pair, " -> ")
+		if got := n.reach(from, to, policy.TCP); got != allowed {
+			t.Errorf("%s: reached %v, want %v", pair, got, allowed)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -163,4 +164,12 @@ func (k *kubeSource) policyInput() (policy.Input, error) {
 		in.Policies = append(in.Policies, p)
 	}
 	return in, errors.Join(errs...)
+}
+
+// policyUID is a NetworkPolicy's UID from the cache, for Events about it.
+func (k *kubeSource) policyUID(namespace, name string) types.UID {
+	if np, err := k.policies.NetworkPolicies(namespace).Get(name); err == nil {
+		return np.UID
+	}
+	return ""
 }

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/petrelnet/petrel/internal/testkit/kubetest"
 	"github.com/petrelnet/petrel/internal/testkit/wait"
+	"github.com/petrelnet/petrel/policy"
 )
 
 func clientFor(t *testing.T, s *kubetest.Server) *kubernetes.Clientset {
@@ -106,6 +108,19 @@ func TestKubeSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait.Equal(t, 15*time.Second, "policy updated", "web/isolate ingress=true egress=false rules=1; ", polState)
+
+	// The kernel refused the policy on this node: a Warning Event on it,
+	// once per change of the error.
+	rep, stopEvents := newReporter(cs, dynamic.NewForConfigOrDie(s.RestConfig()), "node1")
+	defer stopEvents()
+	refused := []policy.Refusal{{Namespace: "web", Name: "isolate", Err: errors.New("netlink receive: file exists")}}
+	rep.refusedPolicies(refused, k.policyUID)
+	rep.refusedPolicies(refused, k.policyUID)
+	wait.Equal(t, 15*time.Second, "PolicyRefused Event on the NetworkPolicy", "Warning PolicyRefused", func() string { return eventFor(t, cs, "NetworkPolicy", "isolate") })
+	evs, _ := cs.CoreV1().Events("web").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=isolate"})
+	if len(evs.Items) != 1 || evs.Items[0].Count > 1 || evs.Items[0].InvolvedObject.UID != np.UID {
+		t.Fatalf("events %+v: want one, about the object's UID %s", evs.Items, np.UID)
+	}
 
 	// The API server goes away and comes back: the informers resume.
 	s.StopAPI()

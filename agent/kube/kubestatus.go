@@ -7,11 +7,13 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/petrelnet/petrel/policy"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -32,6 +34,7 @@ type reporter struct {
 	node     *corev1.ObjectReference
 	sessions map[netip.Addr]string // last reported state per peer
 	held     map[netip.Prefix]bool // learned prefixes last reported held
+	refused  map[string]string     // NetworkPolicies last reported refused, with the error
 }
 
 func newReporter(cs kubernetes.Interface, dyn dynamic.Interface, nodeName string) (*reporter, func()) {
@@ -39,7 +42,7 @@ func newReporter(cs kubernetes.Interface, dyn dynamic.Interface, nodeName string
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
 	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "petrel-agent", Host: nodeName})
 	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: nodeName, UID: "" /* set once known */}
-	return &reporter{dyn: dyn, events: rec, node: node, sessions: map[netip.Addr]string{}, held: map[netip.Prefix]bool{}}, b.Shutdown
+	return &reporter{dyn: dyn, events: rec, node: node, sessions: map[netip.Addr]string{}, held: map[netip.Prefix]bool{}, refused: map[string]string{}}, b.Shutdown
 }
 
 type statusDoc struct {
@@ -134,4 +137,23 @@ func (r *reporter) heldRoutes(held []netip.Prefix) {
 		}
 	}
 	r.held = now
+}
+
+// refusedPolicies sends a Warning Event on each NetworkPolicy the kernel
+// refused on this node (once per change of its error): its pods here are
+// isolated with nothing allowed.
+func (r *reporter) refusedPolicies(refused []policy.Refusal, uid func(ns, name string) types.UID) {
+	now := map[string]string{}
+	for _, p := range refused {
+		key, msg := p.Namespace+"/"+p.Name, p.Err.Error()
+		now[key] = msg
+		if r.refused[key] == msg {
+			continue
+		}
+		ref := &corev1.ObjectReference{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy",
+			Namespace: p.Namespace, Name: p.Name, UID: uid(p.Namespace, p.Name)}
+		r.events.Eventf(ref, corev1.EventTypeWarning, "PolicyRefused",
+			"node %s: the kernel refused this policy (%s); the pods it selects are isolated, nothing allowed", r.node.Name, msg)
+	}
+	r.refused = now
 }

@@ -131,6 +131,7 @@ func (s *Source) Report(ctx context.Context, st agent.Status) error {
 	err := s.rep.report(ctx, s.last.verdicts)
 	s.rep.sessionEvents(st.Sessions, s.last.sources)
 	s.rep.heldRoutes(st.HeldRoutes)
+	s.rep.refusedPolicies(st.RefusedPolicies, s.k.policyUID)
 	if st.Ready && !s.readyMarked {
 		if e := markNetworkAvailable(ctx, s.cs, s.nodeName); e != nil {
 			return errors.Join(err, e)
