@@ -238,7 +238,7 @@ func (a *agent) confListPresent() error {
 }
 
 func (a *agent) confList(pods []netip.Prefix) cni.ConfList {
-	return cni.ConfList{MTU: a.cfg.MTU, Ranges: pods, DataDir: a.cfg.DataDir, PortMap: *a.cfg.PortMap}
+	return cni.ConfList{MTU: a.cfg.MTU, Ranges: pods, DataDir: a.cfg.DataDir, PortMap: *a.cfg.PortMap, CNIVersion: a.cfg.CNIVersion}
 }
 
 // blackholes keep packets for unused addresses of the node's own pod CIDRs

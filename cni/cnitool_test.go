@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petrelnet/petrel/cni"
 	"github.com/petrelnet/petrel/internal/testkit/labtest"
 	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 )
@@ -113,4 +115,57 @@ func mustRun(t *testing.T, ns netnstest.NS, name string, args ...string) {
 	if err := labtest.Run(ns, name, args...); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestConfListWithAnOlderRuntime runs the conflist the agent writes, as
+// written (Petrel chained with Debian's portmap 1.1.1), through cnitool of
+// CNI v1.1.2: the libcni that containerd 1.6 and 1.7 embed. ADD and DEL
+// work and nothing is left. The same list at 1.1.0 is what such a runtime
+// cannot read ("unsupported CNI result version"): the reason the default
+// is 1.0.0.
+func TestConfListWithAnOlderRuntime(t *testing.T) {
+	n := newNode(t)
+	old := netnstest.RequireTool(t, "cnitool-v1.1.2")
+	netnstest.RequireTool(t, "/usr/lib/cni/portmap")
+	run := func(version, verb string, pod netnstest.NS) (string, error) {
+		dir := t.TempDir()
+		c := cni.ConfList{MTU: 1500, DataDir: n.dataDir, PortMap: true, CNIVersion: version,
+			Ranges: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00:10:244:1::/64")}}
+		if _, err := cni.WriteConfList(dir, c); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(old, verb, cni.PluginType, pod.Path())
+		cmd.Env = append(os.Environ(), "NETCONFPATH="+dir, "CNI_PATH="+filepath.Dir(pluginBin)+":/usr/lib/cni",
+			`CAP_ARGS={"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}`)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := n.ns.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		return out.String(), err
+	}
+	pod := newPodNS(t)
+	out, err := run(cni.DefaultConfListVersion, "add", pod)
+	if err != nil || !strings.Contains(out, `"10.244.1.2/32"`) {
+		t.Fatalf("ADD through libcni v1.1.2: %v\n%s", err, out)
+	}
+	ping(t, n.ns, "10.244.1.2")
+	for range 2 {
+		if out, err := run(cni.DefaultConfListVersion, "del", pod); err != nil {
+			t.Fatalf("DEL through libcni v1.1.2: %v\n%s", err, out)
+		}
+	}
+	n.assertClean()
+
+	other := newPodNS(t)
+	out, err = run("1.1.0", "add", other)
+	if err == nil || !strings.Contains(out, "1.1.0") {
+		t.Fatalf("a 1.1.0 list through libcni v1.1.2: %v\n%s\nwant the refusal older runtimes give", err, out)
+	}
+	t.Logf("libcni v1.1.2 with a 1.1.0 list: %s", strings.TrimSpace(out))
+	if out, err := run(cni.DefaultConfListVersion, "del", other); err != nil {
+		t.Fatalf("DEL: %v\n%s", err, out)
+	}
+	n.assertClean()
 }

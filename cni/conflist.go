@@ -14,11 +14,20 @@ import (
 // ConfListFile is the file the agent writes into the CNI config directory.
 const ConfListFile = "10-petrel.conflist"
 
+// DefaultConfListVersion is the version every supported runtime and the
+// reference plugins from 1.0 on understand.
+const DefaultConfListVersion = "1.0.0"
+
 // ConfList is what the agent knows that the plugin needs: the node's pod
 // CIDRs and where the store lives. The plugin reads nothing else, so it
 // keeps working while the agent is down.
 type ConfList struct {
-	Name    string // network name; "petrel" when empty
+	Name string // network name; "petrel" when empty
+	// CNIVersion of the list; DefaultConfListVersion when empty. 1.1.0
+	// gives the runtime STATUS and GC, but runtimes with a libcni older
+	// than 1.2 (containerd 1.6 and 1.7) cannot read a 1.1.0 result and
+	// fail every pod.
+	CNIVersion string
 	MTU     int
 	Ranges  []netip.Prefix
 	DataDir string
@@ -56,7 +65,11 @@ func (c ConfList) Render() ([]byte, error) {
 	for _, r := range c.Ranges {
 		p.IPAM.Ranges = append(p.IPAM.Ranges, r.String())
 	}
-	l := confListJSON{CNIVersion: "1.1.0", Name: name, Plugins: []any{p}}
+	version := c.CNIVersion
+	if version == "" {
+		version = DefaultConfListVersion
+	}
+	l := confListJSON{CNIVersion: version, Name: name, Plugins: []any{p}}
 	if c.PortMap {
 		l.Plugins = append(l.Plugins, portMapJSON{Type: "portmap", Capabilities: map[string]bool{"portMappings": true}})
 	}

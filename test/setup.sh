@@ -38,6 +38,16 @@ if [[ ! -x "$root/.tools/bin/cnitool" || "$(cat "$stamp" 2>/dev/null)" != "$cni_
 	echo "$cni_version" >"$stamp"
 fi
 
+# cnitool of CNI v1.1.2: the libcni that containerd 1.6 and 1.7 embed, the
+# older runtime the conflist must work with.
+old_cni=v1.1.2
+if [[ ! -x "$root/.tools/bin/cnitool-$old_cni" ]]; then
+	tmp=$(mktemp -d)
+	GOBIN="$tmp" go install "github.com/containernetworking/cni/cnitool@$old_cni"
+	install -m 755 "$tmp/cnitool" "$root/.tools/bin/cnitool-$old_cni"
+	rm -rf "$tmp"
+fi
+
 # The stock gobgp CLI of the GoBGP major Petrel embeds, same version.
 gobgp_version=$(cd "$root" && go list -m -f '{{.Version}}' github.com/osrg/gobgp/v4)
 stamp="$root/.tools/gobgp.version"

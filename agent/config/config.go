@@ -55,6 +55,7 @@ type Config struct {
 	CNIConfDir        string       `json:"cniConfDir"`
 	MTU               int          `json:"mtu"`
 	PortMap           *bool        `json:"portMap,omitempty"`
+	CNIVersion        string       `json:"cniVersion,omitempty"`
 	RouteReflector    bool         `json:"routeReflector,omitempty"`
 	ServiceCIDRs      []string     `json:"serviceCIDRs,omitempty"`
 	NoMasqueradeCIDRs []string     `json:"noMasqueradeCIDRs,omitempty"`
@@ -203,6 +204,9 @@ func (c *Config) Defaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.CNIVersion == "" {
+		c.CNIVersion = cni.DefaultConfListVersion
+	}
 	if c.PortMap == nil {
 		t := true
 		c.PortMap = &t
@@ -260,6 +264,9 @@ func (c *Config) Validate() error {
 	}
 	if !filepath.IsAbs(c.CNIConfDir) {
 		errs = append(errs, fmt.Errorf("cniConfDir: %q is not an absolute path", c.CNIConfDir))
+	}
+	if c.CNIVersion != "1.0.0" && c.CNIVersion != "1.1.0" {
+		errs = append(errs, fmt.Errorf("cniVersion: %q: want 1.0.0 (every runtime) or 1.1.0 (STATUS and GC; containerd 2.x, CRI-O with libcni 1.2+)", c.CNIVersion))
 	}
 	if c.MTU < 1280 || c.MTU > 65535 {
 		errs = append(errs, fmt.Errorf("mtu: %d out of range 1280-65535", c.MTU))
