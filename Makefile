@@ -54,8 +54,10 @@ bench: deps build
 	$(GO) run ./test/bench/policybench -plugin $(CURDIR)/bin/petrel-cni
 	$(GO) test -run XXX -bench . -benchtime 5x ./route/ ./policy/
 
-# Petrel's image (needs a Docker engine, which this project's CI does not have).
-IMAGE ?= petrel:latest
+# Petrel's image (needs a Docker engine, which this project's CI does not
+# have), tagged as manifests/petrel.yaml names it (internal/version).
+VERSION := $(shell sed -n 's/^const Version = "\(.*\)"/\1/p' internal/version/version.go)
+IMAGE ?= ghcr.io/petrelnet/petrel:$(VERSION)
 image:
 	docker build -t $(IMAGE) .
 

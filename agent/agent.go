@@ -65,6 +65,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, src Source, 
 	a.stop = stop
 	loop := runner.New(minSyncInterval, time.Duration(cfg.ResyncInterval))
 	a.poke = loop.Poke
+	if dp.Metrics != nil {
+		a.metrics.reg.MustRegister(speakerCollector{&a.current, dp.Metrics})
+	}
+	// Health first: while the source waits (an API server not reachable
+	// yet), the agent is alive and says why it is not ready.
+	if err := a.metrics.serve(ctx, cfg.MetricsAddress, 3*time.Duration(cfg.ResyncInterval), a.confListPresent, log); err != nil {
+		return fmt.Errorf("metricsAddress %s: %w", cfg.MetricsAddress, err)
+	}
+	a.metrics.setReady(errors.New("starting: waiting for the source (the API server, this node's Node)"))
 	if err := src.Start(ctx, loop.Poke); err != nil {
 		return err
 	}
@@ -74,12 +83,6 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, src Source, 
 	}
 	if err := a.startSpeaker(ctx, snap.BGP); err != nil {
 		return err
-	}
-	if dp.Metrics != nil {
-		a.metrics.reg.MustRegister(speakerCollector{&a.current, dp.Metrics})
-	}
-	if err := a.metrics.serve(ctx, cfg.MetricsAddress, 3*time.Duration(cfg.ResyncInterval), a.confListPresent, log); err != nil {
-		return fmt.Errorf("metricsAddress %s: %w", cfg.MetricsAddress, err)
 	}
 	// A new local pod must be classified, or isolated, at once.
 	go runner.Poll(ctx, 200*time.Millisecond, runner.FileStamp(filepath.Join(cfg.DataDir, ipam.StoreFile)), loop.Poke)

@@ -72,7 +72,10 @@ func (m *agentMetrics) serve(ctx context.Context, addr string, staleAfter time.D
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if last := m.lastSync.Load(); last == 0 || time.Since(time.Unix(0, last)) > staleAfter {
+		// Before the first sync the agent is starting (waiting for the API
+		// server is no reason to be restarted); after it, a sync must have
+		// finished recently.
+		if last := m.lastSync.Load(); last != 0 && time.Since(time.Unix(0, last)) > staleAfter {
 			http.Error(w, "the sync loop has not finished a sync recently", http.StatusServiceUnavailable)
 			return
 		}

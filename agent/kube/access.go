@@ -3,8 +3,11 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -42,8 +45,13 @@ func checkAccess(ctx context.Context, dyn dynamic.Interface, namespace string) e
 			return fmt.Errorf("%s: the CRD is not installed (kubectl apply -f manifests/petrel.yaml)", where)
 		case apierrors.IsForbidden(err):
 			return fmt.Errorf("list %s: forbidden: the agent's RBAC is missing or outdated (kubectl apply -f manifests/petrel.yaml): %w", where, err)
+		case apierrors.IsUnauthorized(err):
+			return fmt.Errorf("list %s: the API server refuses the agent's credentials: %w", where, err)
 		default:
-			return fmt.Errorf("list %s: %w", where, err)
+			// No answer, a TLS error, a timeout, a 5xx: the API is not
+			// reachable yet (no Service proxy at install time, an API
+			// server restarting). Worth waiting for.
+			return &unreachableError{fmt.Errorf("list %s: %w", where, err)}
 		}
 	}
 	return nil
@@ -85,3 +93,36 @@ func RestConfig(path string) (*rest.Config, error) {
 
 // InCluster reports whether the process runs in a pod with a service account.
 func InCluster() bool { return os.Getenv("KUBERNETES_SERVICE_HOST") != "" }
+
+// unreachableError is an API server that did not answer; the agent waits.
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string { return e.err.Error() }
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// waitForAccess runs checkAccess until the API server answers, with a
+// backoff from one second to thirty, logging each change of the error.
+// Missing CRDs, RBAC or credentials end it at once: waiting cannot fix them.
+func waitForAccess(ctx context.Context, dyn dynamic.Interface, namespace string, log *slog.Logger) error {
+	var last string
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		err := checkAccess(ctx, dyn, namespace)
+		var u *unreachableError
+		if !errors.As(err, &u) {
+			if err == nil && last != "" {
+				log.Info("the API server answers")
+			}
+			return err
+		}
+		if msg := err.Error(); msg != last {
+			log.Warn("the API server is not reachable; waiting (not ready)", "err", err,
+				"hint", "without a Service proxy, set KUBERNETES_SERVICE_HOST/PORT in the ConfigMap petrel-api-endpoint")
+			last = msg
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}

@@ -61,7 +61,7 @@ func NewSource(c *config.Config, restCfg *rest.Config, nodeName string, log *slo
 // Start checks access, runs the informers, and waits until this node's
 // Node has spec.podCIDRs and an InternalIP.
 func (s *Source) Start(ctx context.Context, poke func()) error {
-	if err := checkAccess(ctx, s.dyn, Namespace()); err != nil {
+	if err := waitForAccess(ctx, s.dyn, Namespace(), s.log); err != nil {
 		return err
 	}
 	s.k = newKubeSource(s.cs, s.dyn, s.nodeName, Namespace(), poke)
@@ -75,7 +75,7 @@ func (s *Source) Start(ctx context.Context, poke func()) error {
 			break
 		}
 		if !logged {
-			s.log.Info("waiting for this node's spec.podCIDRs and InternalIP", "node", s.nodeName)
+			s.log.Info("waiting for this node's spec.podCIDRs and InternalIP")
 			logged = true
 		}
 		select {

@@ -16,6 +16,7 @@ import (
 	"github.com/petrelnet/petrel/agent/kube"
 	"github.com/petrelnet/petrel/agent/standalone"
 	"github.com/petrelnet/petrel/cni"
+	"github.com/petrelnet/petrel/internal/version"
 )
 
 func main() { os.Exit(run()) }
@@ -26,7 +27,12 @@ func run() int {
 	kubeconfig := flag.String("kubeconfig", "", "Kubernetes mode with this kubeconfig (in a pod, the service account is used without it)")
 	installCNI := flag.String("install-cni", "", "copy the CNI plugin (--cni-plugin) into this directory, then exit: the DaemonSet's init container")
 	cniPlugin := flag.String("cni-plugin", "/opt/cni/bin/petrel", "the CNI plugin binary --install-cni copies")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("petrel-agent", version.Version)
+		return 0
+	}
 	if *installCNI != "" {
 		if err := cni.InstallBinary(*cniPlugin, *installCNI); err != nil {
 			fmt.Fprintln(os.Stderr, "petrel-agent:", err)
@@ -45,7 +51,11 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "petrel-agent: bad config:", err)
 		return 2
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.Level()})).With("node", cfg.NodeName)
+	node := cfg.NodeName
+	if inKube {
+		node = os.Getenv("NODE_NAME") // the file has no nodeName in Kubernetes mode
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.Level()})).With("node", node)
 	if *uninstall {
 		if err := agent.Uninstall(cfg, log); err != nil {
 			log.Error("uninstall failed", "err", err)
