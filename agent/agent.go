@@ -141,7 +141,7 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 	if confErr == nil {
 		a.lastConf = &conf
 	}
-	polErr := a.syncPolicy(snap, pods, resync)
+	polErr := a.syncPolicy(snap, pods)
 	if routeErr == nil && confErr == nil && polErr == nil && !a.ready {
 		a.ready = true
 		a.log.Info("datapath ready, announcing pod CIDRs", "podCIDRs", pods)

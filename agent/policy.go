@@ -3,7 +3,6 @@ package agent
 import (
 	"net/netip"
 	"path/filepath"
-	"reflect"
 	"time"
 
 	"github.com/petrelnet/petrel/cni"
@@ -12,9 +11,8 @@ import (
 	"github.com/petrelnet/petrel/policy"
 )
 
-// policyState is the loop's side of nftables: the last input applied.
+// policyState is the loop's side of nftables.
 type policyState struct {
-	last    *policy.Input     // nil until the first sync succeeds
 	refused map[string]string // "namespace/name" -> the kernel's error, as last reported
 	// The IPAM store is read only when its file changed: every read takes
 	// the lock that concurrent CNI ADDs wait on.
@@ -22,28 +20,21 @@ type policyState struct {
 	allocs     []ipam.Allocation
 }
 
-// syncPolicy compiles and applies masquerade and NetworkPolicy. It
-// recompiles only when the input changed or at a resync; the Firewall
-// decides whether that replaces its table or changes only what differs.
-func (a *agent) syncPolicy(snap Snapshot, pods []netip.Prefix, resync bool) error {
-	ps := &a.policy
+// syncPolicy hands masquerade and NetworkPolicy input to the Firewall,
+// which compiles only what changed and decides whether that replaces its
+// table or changes only what differs.
+func (a *agent) syncPolicy(snap Snapshot, pods []netip.Prefix) error {
 	noMasq, _ := a.cfg.NoMasquerade() // validated at load
 	in := policy.Input{Masquerade: *a.cfg.Masquerade, PodCIDRs: pods, NoMasquerade: noMasq,
 		Namespaces: snap.Namespaces, Pods: snap.Pods, Policies: snap.Policies}
 	in.Pending = a.pendingPods(in.Pods)
-	if !resync && ps.last != nil && reflect.DeepEqual(in, *ps.last) {
-		return nil
-	}
 	start := time.Now()
 	refused, err := a.dp.Firewall.Sync(in)
 	a.reportRefused(refused)
 	if err != nil {
-		ps.last = nil
 		return err
 	}
 	a.metrics.policySync.Observe(time.Since(start).Seconds())
-	a.log.Debug("policy synced", "took", time.Since(start), "policies", len(in.Policies), "pods", len(in.Pods))
-	ps.last = &in
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -22,6 +23,10 @@ type Firewall struct {
 	syncer   *Syncer
 	compiler *Compiler
 	log      *slog.Logger
+	// The input last applied and what was refused then: an unchanged input
+	// is not compiled again while the kernel's table is trusted.
+	lastIn      *Input
+	lastRefused []Refusal
 	// BreakForTest, when set, corrupts the compiled output before it is
 	// applied, for tests of the refusal path (the compiler's own output is
 	// always programmable).
@@ -55,8 +60,22 @@ func (f *Firewall) compile(in Input) *Desired {
 }
 
 // Sync applies in. It returns the policies the kernel refused (applied as
-// isolation only), and an error only when no table could be applied.
+// isolation only), and an error only when no table could be applied. An
+// input equal to the last one applied costs nothing, unless the table was
+// invalidated (the periodic resync, a change made by hand).
 func (f *Firewall) Sync(in Input) ([]Refusal, error) {
+	if f.lastIn != nil && !f.syncer.stale.Load() && f.syncer.last != nil && reflect.DeepEqual(in, *f.lastIn) {
+		return f.lastRefused, nil
+	}
+	f.lastIn = nil
+	refused, err := f.apply(in)
+	if err == nil {
+		f.lastIn, f.lastRefused = &in, refused
+	}
+	return refused, err
+}
+
+func (f *Firewall) apply(in Input) ([]Refusal, error) {
 	err := f.syncer.Sync(f.compile(in))
 	if err == nil {
 		return nil, nil
