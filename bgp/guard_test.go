@@ -94,7 +94,6 @@ func communitiesFrom(t *testing.T, s *Speaker) string {
 // out of a pod CIDR, nor a pod CIDR the API does not know, nor anything
 // inside this node's own pod CIDR.
 func TestToRAcceptsExactNodeCIDRs(t *testing.T) {
-	t.Parallel()
 	a := startNode(t, "127.0.0.61", 65001, []string{"10.244.1.0/24"}, "10.244.0.0/16", "192.0.2.0/24")
 	tor := startNode(t, "127.0.0.62", 65000, []string{"10.244.2.0/24", "10.244.2.5/32", "10.244.3.0/24", "10.244.1.7/32", "192.0.2.0/25"},
 		"10.244.0.0/16", "192.0.2.0/24")

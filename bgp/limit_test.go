@@ -14,7 +14,6 @@ import (
 // tried again and still over, it waits twice as long; a raised limit brings
 // it back at once.
 func TestPrefixLimitWaitsInsteadOfFlapping(t *testing.T) {
-	t.Parallel()
 	ctx := context.Background()
 	a := startNode(t, "127.0.0.51", 65001, []string{"10.244.1.0/24"}, "10.0.0.0/8")
 	a.sp.cfg.PrefixLimitWait = 2 * time.Second

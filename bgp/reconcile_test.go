@@ -16,7 +16,6 @@ import (
 // checks that Reconcile plus the next Set put everything back, and that an
 // untouched speaker reconciles to nothing.
 func TestReconcileRepairsChangesBehindTheAgentsBack(t *testing.T) {
-	t.Parallel()
 	ctx := context.Background()
 	a := startNode(t, "127.0.0.41", 65001, []string{"10.244.1.0/24"})
 	b := startNode(t, "127.0.0.42", 65002, []string{"10.244.2.0/24"})

@@ -30,6 +30,10 @@ type node struct {
 	communities []uint32 // on its announcements
 }
 
+// Speakers start one at a time: GoBGP's StartBgp sets package-level
+// variables, so two starting at once in one process race (tests here do
+// not run in parallel; the agent replaces its speaker in one goroutine).
+
 func startNode(t *testing.T, addr string, asn uint32, pods []string, cluster ...string) *node {
 	t.Helper()
 	if len(cluster) == 0 {
