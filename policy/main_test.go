@@ -1,8 +1,6 @@
 package policy_test
 
 import (
-	"flag"
-	"fmt"
 	"os"
 	"testing"
 
@@ -14,17 +12,5 @@ import (
 var cniDir string
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		os.Exit(m.Run()) // the unit tier runs no kernel test
-	}
-	dir, err := bins.Build("..", map[string]string{"petrel": "./cmd/petrel-cni"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	cniDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(bins.TestMain(m, "..", map[string]string{"petrel": "./cmd/petrel-cni"}, &cniDir))
 }

@@ -4,10 +4,12 @@
 package bins
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"testing"
 )
 
 // Build compiles each binary (name → package path relative to the module
@@ -27,4 +29,22 @@ func Build(moduleRoot string, bins map[string]string) (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// TestMain is a package's TestMain for tests that run the binaries: it
+// builds them into *dir (not in the unit tier, -short, which runs none of
+// those tests), runs the tests and removes them.
+func TestMain(m *testing.M, moduleRoot string, bins map[string]string, dir *string) int {
+	flag.Parse()
+	if testing.Short() {
+		return m.Run()
+	}
+	d, err := Build(moduleRoot, bins)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer os.RemoveAll(d)
+	*dir = d
+	return m.Run()
 }
