@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
@@ -74,4 +75,39 @@ func containsAll(s string, parts []string) bool {
 		}
 	}
 	return true
+}
+
+// A peer with every option set reconciles to nothing once established:
+// nothing GoBGP fills in or negotiates may look like a change, or every
+// resync would reset the session.
+func TestReconcileLeavesAFullyConfiguredPeerAlone(t *testing.T) {
+	ctx := context.Background()
+	a := startNode(t, "127.0.0.71", 65001, []string{"10.244.1.0/24"})
+	b := startNode(t, "127.0.0.72", 65002, []string{"10.244.2.0/24"})
+	full := func(n, o *node) Peer {
+		p := n.peerOf(o)
+		p.Password = "s3cret"
+		p.GracefulRestart = GracefulRestart{Enabled: true, RestartTime: 120 * time.Second}
+		p.BFD = BFD{Enabled: true, MinTx: 300 * time.Millisecond, MinRx: 300 * time.Millisecond, Multiplier: 3}
+		p.Multihop = 2
+		p.MaxPrefixes = 1000
+		return p
+	}
+	if _, err := a.sp.Set(ctx, []Peer{full(a, b)}, Adverts{Prefixes: a.pods}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.sp.Set(ctx, []Peer{full(b, a)}, Adverts{Prefixes: b.pods}); err != nil {
+		t.Fatal(err)
+	}
+	a.routesBecome("10.244.2.0/24 via 127.0.0.72")
+	for range 2 {
+		fixed, err := a.sp.Reconcile(ctx)
+		if err != nil || len(fixed) != 0 {
+			t.Fatalf("reconcile of an untouched, established peer: %q %v", fixed, err)
+		}
+		if c, _ := a.sp.Set(ctx, []Peer{full(a, b)}, Adverts{Prefixes: a.pods}); c.PeersAdded != 0 {
+			t.Fatalf("the peer was recreated: %+v", c)
+		}
+		time.Sleep(time.Second)
+	}
 }
