@@ -28,10 +28,10 @@ type ConfList struct {
 	// than 1.2 (containerd 1.6 and 1.7) cannot read a 1.1.0 result and
 	// fail every pod.
 	CNIVersion string
-	MTU     int
-	Ranges  []netip.Prefix
-	DataDir string
-	PortMap bool // chain the reference portmap plugin for hostPort
+	MTU        int
+	Ranges     []netip.Prefix
+	DataDir    string
+	PortMap    bool // chain the reference portmap plugin for hostPort
 }
 
 type confListJSON struct {
