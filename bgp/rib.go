@@ -66,14 +66,14 @@ func selectRoute(prefix netip.Prefix, paths []candidate) (Route, bool) {
 // set and, marked withdrawn, those that left it. Keeping this mirror lets
 // Routes answer from memory; listing GoBGP's table instead would stall its
 // update processing (both run on its one server loop) on every sync.
+//
+// A peer has at most one path per prefix (no add-path), so a prefix's set
+// is keyed by peer: a path with a new next hop from the same peer replaces
+// the old one, whose withdrawal, if the event carries it at all, removes
+// nothing newer.
 type rib struct {
 	mu  sync.Mutex
-	set map[netip.Prefix]map[pathKey]candidate
-}
-
-type pathKey struct {
-	peer    netip.Addr // zero for paths originated here
-	nextHop netip.Addr
+	set map[netip.Prefix]map[netip.Addr]candidate // by peer; zero: originated here
 }
 
 func (r *rib) apply(paths []*apiutil.Path) {
@@ -84,20 +84,22 @@ func (r *rib) apply(paths []*apiutil.Path) {
 		if !ok {
 			continue
 		}
-		k := pathKey{peer: p.PeerAddress, nextHop: nextHop(p)}
+		peer, nh := p.PeerAddress, nextHop(p)
 		set := r.set[n.Prefix]
 		if p.Withdrawal {
-			delete(set, k)
+			if c, ok := set[peer]; ok && c.nextHop == nh {
+				delete(set, peer)
+			}
 			if len(set) == 0 {
 				delete(r.set, n.Prefix)
 			}
 			continue
 		}
 		if set == nil {
-			set = map[pathKey]candidate{}
+			set = map[netip.Addr]candidate{}
 			r.set[n.Prefix] = set
 		}
-		set[k] = candidate{best: true, local: !p.PeerAddress.IsValid(), nextHop: k.nextHop}
+		set[peer] = candidate{best: true, local: !peer.IsValid(), nextHop: nh}
 	}
 }
 

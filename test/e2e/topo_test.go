@@ -10,10 +10,13 @@ import (
 	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
-func newTorLab(t *testing.T, nodes int) *labtest.TorLab {
+func newTorLab(t *testing.T, nodes int) *labtest.TorLab { return newTorLabWith(t, nodes, "") }
+
+// newTorLabWith adds extraConfig to every agent's config file.
+func newTorLabWith(t *testing.T, nodes int, extraConfig string) *labtest.TorLab {
 	netnstest.RequireRoot(t)
 	netnstest.RequireTool(t, labtest.FRRDir+"/bgpd")
-	l, err := labtest.NewTorLab(t.TempDir(), filepath.Join(binDir, "petrel-agent"), binDir, nodes)
+	l, err := labtest.NewTorLabWith(t.TempDir(), filepath.Join(binDir, "petrel-agent"), binDir, nodes, extraConfig)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,10 +24,12 @@ type TorLab struct {
 	Dir      string
 	AgentBin string // petrel-agent
 	CNIDir   string // holds the plugin as "petrel"
-	Tor      netnstest.NS
-	External netnstest.NS // a host outside the cluster, behind the ToR: 10.100.0.2
-	FRR      *FRR
-	Nodes    []*Node
+	// ExtraConfig is appended to every standalone agent's config file.
+	ExtraConfig string
+	Tor         netnstest.NS
+	External    netnstest.NS // a host outside the cluster, behind the ToR: 10.100.0.2
+	FRR         *FRR
+	Nodes       []*Node
 	// Kubernetes mode (NewKubeTorLab): a management namespace whose bridge
 	// reaches every node's eth0, for the API server; agents use Kubeconfig.
 	Mgmt       netnstest.NS
@@ -127,7 +129,12 @@ func routerSysctls(ns netnstest.NS) error {
 
 // NewTorLab builds the topology and starts FRR and every agent.
 func NewTorLab(dir, agentBin, cniDir string, nodes int) (*TorLab, error) {
-	l := &TorLab{Dir: dir, AgentBin: agentBin, CNIDir: cniDir}
+	return NewTorLabWith(dir, agentBin, cniDir, nodes, "")
+}
+
+// NewTorLabWith is NewTorLab with extra lines for every agent's config file.
+func NewTorLabWith(dir, agentBin, cniDir string, nodes int, extraConfig string) (*TorLab, error) {
+	l := &TorLab{Dir: dir, AgentBin: agentBin, CNIDir: cniDir, ExtraConfig: extraConfig}
 	err := l.build(nodes, false)
 	for _, n := range l.Nodes {
 		if err == nil {
@@ -284,7 +291,7 @@ logLevel: debug
 peers:
   - {address: %[6]s, asn: 65000, holdTime: 3s, keepaliveTime: 1s, connectRetry: 1s}
   - {address: %[8]s, asn: 65000, holdTime: 3s, keepaliveTime: 1s, connectRetry: 1s}
-`, n.Name, n.Addr(), n.ASN(), n.PodNet, n.Dir, n.TorAddr(), n.PodNet6, n.TorAddr6())
+%[9]s`, n.Name, n.Addr(), n.ASN(), n.PodNet, n.Dir, n.TorAddr(), n.PodNet6, n.TorAddr6(), l.ExtraConfig)
 	path := filepath.Join(n.Dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
