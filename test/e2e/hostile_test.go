@@ -94,7 +94,6 @@ func vtysh(t *testing.T, l *labtest.TorLab, lines ...string) {
 	}
 }
 
-
 // importantLines are a log's warnings and errors.
 func importantLines(log string) string {
 	var out []string
