@@ -132,15 +132,7 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 	bgpErr := a.reconfigure(ctx, snap.BGP)
 	pods := a.bgpCfg.PodCIDRs
 	routeErr := a.syncRoutes(ctx, pods)
-	conf := a.confList(pods)
-	wrote, confErr := a.dp.CNI.Write(conf)
-	if wrote && a.lastConf != nil && reflect.DeepEqual(*a.lastConf, conf) {
-		a.metrics.drift("conflist") // the same content written again: someone changed the file
-		a.log.Warn("the CNI config was changed behind the agent's back; rewritten", "dir", a.cfg.CNIConfDir)
-	}
-	if confErr == nil {
-		a.lastConf = &conf
-	}
+	confErr := a.writeConf(pods)
 	polErr := a.syncPolicy(snap, pods)
 	if routeErr == nil && confErr == nil && polErr == nil && !a.ready {
 		a.ready = true
@@ -182,10 +174,25 @@ func (a *agent) syncRoutes(ctx context.Context, pods []netip.Prefix) error {
 	a.metrics.nextHopsRejected.Set(float64(len(rejected)))
 	routes := append(blackholes(pods), safe...)
 	start := time.Now()
-	_, err = a.dp.Routes.Sync(ctx, routes)
+	res, err := a.dp.Routes.Sync(ctx, routes)
 	a.metrics.fibSync.Observe(time.Since(start).Seconds())
 	if err == nil {
-		a.metrics.routesInstalled.Set(float64(len(routes)))
+		a.metrics.routesInstalled.Set(float64(len(routes) - res.Held))
+	}
+	return err
+}
+
+// writeConf writes the CNI config; the same content written again means
+// someone changed the file behind the agent's back.
+func (a *agent) writeConf(pods []netip.Prefix) error {
+	conf := a.confList(pods)
+	wrote, err := a.dp.CNI.Write(conf)
+	if wrote && a.lastConf != nil && reflect.DeepEqual(*a.lastConf, conf) {
+		a.metrics.drift("conflist")
+		a.log.Warn("the CNI config was changed behind the agent's back; rewritten", "dir", a.cfg.CNIConfDir)
+	}
+	if err == nil {
+		a.lastConf = &conf
 	}
 	return err
 }

@@ -51,8 +51,10 @@ func (f *Firewall) Invalidate() { f.syncer.Invalidate() }
 // Remove deletes Petrel's table.
 func (f *Firewall) Remove() error { return f.syncer.Remove() }
 
-func (f *Firewall) compile(in Input) *Desired {
-	d := f.compiler.Compile(in)
+func (f *Firewall) compile(in Input) *Desired { return f.broken(f.compiler.Compile(in)) }
+
+// broken applies the test hook, if any.
+func (f *Firewall) broken(d *Desired) *Desired {
 	if f.BreakForTest != nil {
 		f.BreakForTest(d)
 	}
@@ -107,7 +109,7 @@ func (f *Firewall) culprits(in Input) []Refusal {
 	for _, p := range in.Policies {
 		one := in
 		one.Policies = []Policy{p}
-		d := f.compile(one)
+		d := f.broken(Compile(one)) // not through the cache: it would forget the others
 		prefix := setID(p) + "-"
 		var sets []*Set
 		for name, s := range d.Sets {
