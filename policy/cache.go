@@ -9,27 +9,44 @@ import (
 )
 
 // Compiler compiles again and again, reusing each policy's output while
-// nothing it reads has changed: the policy itself, and the pods and labels
-// of the namespaces it selects from. A pod added or relabelled then costs
-// the policies that can see its namespace, not the whole cluster. Its
-// output is the same as Compile's, which the tests check.
+// nothing it reads has changed: the policy itself, and the pods it can
+// select. A pod added, deleted or relabelled recompiles only the policies
+// that could select it before or after the change (as a target, or through
+// a rule's peer); a namespace relabelled, the policies that select
+// namespaces. Its output is the same as Compile's, which the tests check.
 type Compiler struct {
 	entries map[string]cacheEntry
-	nsVer   map[string]uint64
-	reused  int // policies the last Compile took from the cache
+	pods    map[string]podState // by "namespace/name", as of the last Compile
+	nsFP    map[string]uint64   // each namespace's labels, hashed
+	reused  int                 // policies the last Compile took from the cache
+
+	// What changed since the last Compile, for lookup.
+	changed   []podState
+	nsChanged bool
+	nsLabels  map[string]map[string]string
 }
 
 type cacheEntry struct {
-	key, deps string
-	out       *Desired
+	key string
+	out *Desired
+}
+
+// podState is what a policy can see of a pod.
+type podState struct {
+	namespace string
+	labels    map[string]string
+	fp        uint64 // labels, addresses and named ports, hashed
 }
 
 // NewCompiler returns a Compiler with an empty cache.
-func NewCompiler() *Compiler { return &Compiler{entries: map[string]cacheEntry{}} }
+func NewCompiler() *Compiler {
+	return &Compiler{entries: map[string]cacheEntry{}, pods: map[string]podState{}, nsFP: map[string]uint64{}}
+}
 
 // Compile is Compile, with the cache.
 func (k *Compiler) Compile(in Input) *Desired {
-	k.nsVer, k.reused = namespaceVersions(in), 0
+	k.reused = 0
+	k.diff(in)
 	d := compile(in, k)
 	live := map[string]bool{}
 	for _, p := range in.Policies {
@@ -43,11 +60,64 @@ func (k *Compiler) Compile(in Input) *Desired {
 	return d
 }
 
+// diff records what changed since the last Compile: the pods whose labels,
+// addresses or ports changed (both versions), and whether any namespace's
+// labels did.
+func (k *Compiler) diff(in Input) {
+	k.changed, k.nsChanged = k.changed[:0], false
+	k.nsLabels = make(map[string]map[string]string, len(in.Namespaces))
+	nsFP := make(map[string]uint64, len(in.Namespaces))
+	for _, ns := range in.Namespaces {
+		k.nsLabels[ns.Name] = ns.Labels
+		nsFP[ns.Name] = hashOf("ns", labelString(ns.Labels))
+		if k.nsFP[ns.Name] != nsFP[ns.Name] {
+			k.nsChanged = true
+		}
+	}
+	if len(nsFP) != len(k.nsFP) {
+		k.nsChanged = true
+	}
+	k.nsFP = nsFP
+	pods := make(map[string]podState, len(in.Pods))
+	for _, p := range in.Pods {
+		key := p.Namespace + "/" + p.Name
+		st := podState{namespace: p.Namespace, labels: p.Labels, fp: podFP(p)}
+		pods[key] = st
+		if old, ok := k.pods[key]; !ok || old.fp != st.fp {
+			k.changed = append(k.changed, st)
+			if ok {
+				k.changed = append(k.changed, old)
+			}
+		}
+	}
+	for key, old := range k.pods {
+		if _, ok := pods[key]; !ok {
+			k.changed = append(k.changed, old)
+		}
+	}
+	k.pods = pods
+}
+
+// podFP hashes what a policy's output depends on of a pod.
+func podFP(p Pod) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(labelString(p.Labels)))
+	for _, a := range p.IPs {
+		b, _ := a.MarshalBinary()
+		h.Write(b)
+	}
+	for _, np := range p.Ports {
+		h.Write([]byte{0, byte(np.Protocol), byte(np.Port >> 8), byte(np.Port)})
+		h.Write([]byte(np.Name))
+	}
+	return h.Sum64()
+}
+
 // lookup returns the cached output, or nil and the entry to store once
-// the policy is compiled (its key and dependencies computed only once).
-func (k *Compiler) lookup(c *compiler, p Policy) (*Desired, cacheEntry) {
-	want := cacheEntry{key: policyKey(p), deps: k.deps(c, p)}
-	if e, ok := k.entries[p.Namespace+"/"+p.Name]; ok && e.key == want.key && e.deps == want.deps {
+// the policy is compiled.
+func (k *Compiler) lookup(_ *compiler, p Policy) (*Desired, cacheEntry) {
+	want := cacheEntry{key: policyKey(p)}
+	if e, ok := k.entries[p.Namespace+"/"+p.Name]; ok && e.key == want.key && !k.affects(p) {
 		k.reused++
 		return e.out, e
 	}
@@ -57,6 +127,57 @@ func (k *Compiler) lookup(c *compiler, p Policy) (*Desired, cacheEntry) {
 func (k *Compiler) store(p Policy, e cacheEntry, out *Desired) {
 	e.out = out
 	k.entries[p.Namespace+"/"+p.Name] = e
+}
+
+// affects reports whether the changes since the last Compile can change
+// p's output: a changed pod it selects (or selected) as a target or a
+// rule's peer, or, for a policy that selects namespaces, any namespace
+// relabelled.
+func (k *Compiler) affects(p Policy) bool {
+	if len(k.changed) == 0 && !k.nsChanged {
+		return false
+	}
+	for _, rules := range [][]Rule{p.IngressRules, p.EgressRules} {
+		for _, r := range rules {
+			for _, peer := range r.Peers {
+				if peer.NamespaceSelector != nil && k.nsChanged {
+					return true
+				}
+			}
+		}
+	}
+	for _, r := range p.EgressRules {
+		// Named ports toward any destination read every pod's ports.
+		if len(r.Peers) == 0 && len(k.changed) > 0 && slices.ContainsFunc(r.Ports, func(pt Port) bool { return pt.Name != "" }) {
+			return true
+		}
+	}
+	for _, pod := range k.changed {
+		if pod.namespace == p.Namespace && p.PodSelector.Matches(pod.labels) {
+			return true
+		}
+		for _, rules := range [][]Rule{p.IngressRules, p.EgressRules} {
+			for _, r := range rules {
+				for _, peer := range r.Peers {
+					if peer.IPBlock == nil && k.peerSees(p, peer, pod) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+// peerSees reports whether a rule's peer selects pod.
+func (k *Compiler) peerSees(p Policy, peer Peer, pod podState) bool {
+	if peer.NamespaceSelector == nil && pod.namespace != p.Namespace {
+		return false
+	}
+	if peer.NamespaceSelector != nil && !peer.NamespaceSelector.Matches(k.nsLabels[pod.namespace]) {
+		return false
+	}
+	return peer.PodSelector == nil || peer.PodSelector.Matches(pod.labels)
 }
 
 // Reused is how many policies the last Compile took from the cache.
@@ -72,56 +193,6 @@ func policyKey(p Policy) string {
 		return fmt.Sprintf("unkeyable %p", &p) // never reused
 	}
 	return string(b)
-}
-
-// deps names the namespaces a policy reads, with their versions.
-func (k *Compiler) deps(c *compiler, p Policy) string {
-	read := map[string]bool{p.Namespace: true}
-	all := false
-	for _, rules := range [][]Rule{p.IngressRules, p.EgressRules} {
-		for _, r := range rules {
-			for _, peer := range r.Peers {
-				if peer.NamespaceSelector != nil {
-					for _, n := range c.nsNames {
-						if peer.NamespaceSelector.Matches(c.nsLbls[n]) {
-							read[n] = true
-						}
-					}
-				}
-			}
-		}
-	}
-	for _, r := range p.EgressRules {
-		all = all || (len(r.Peers) == 0 && slices.ContainsFunc(r.Ports, func(pt Port) bool { return pt.Name != "" }))
-	}
-	if all {
-		for _, n := range c.nsNames {
-			read[n] = true
-		}
-	}
-	names := make([]string, 0, len(read))
-	for n := range read {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	var b strings.Builder
-	for _, n := range names {
-		fmt.Fprintf(&b, "%s=%x,", n, k.nsVer[n])
-	}
-	return b.String()
-}
-
-// namespaceVersions hashes each namespace's labels and pods; the sum of
-// per-pod hashes does not depend on the order pods arrive in.
-func namespaceVersions(in Input) map[string]uint64 {
-	out := map[string]uint64{}
-	for _, ns := range in.Namespaces {
-		out[ns.Name] += hashOf("ns", ns.Name, labelString(ns.Labels))
-	}
-	for _, p := range in.Pods {
-		out[p.Namespace] += hashOf("pod", p.Name, labelString(p.Labels), fmt.Sprint(p.IPs), fmt.Sprint(p.Ports))
-	}
-	return out
 }
 
 func labelString(l map[string]string) string {

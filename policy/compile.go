@@ -64,6 +64,7 @@ func compile(in Input, cache *Compiler) *Desired {
 	c.pending()
 	pols := slices.Clone(in.Policies)
 	slices.SortFunc(pols, func(a, b Policy) int { return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
+	outs := make([]*Desired, 0, len(pols))
 	for _, p := range pols {
 		var po *Desired
 		var entry cacheEntry
@@ -76,6 +77,10 @@ func compile(in Input, cache *Compiler) *Desired {
 				cache.store(p, entry, po)
 			}
 		}
+		outs = append(outs, po)
+	}
+	c.reserveIso(outs)
+	for _, po := range outs {
 		c.merge(po)
 	}
 	c.out.Egress = append(c.out.Egress, Stmt{Family: Any, Verdict: Drop})
@@ -90,6 +95,24 @@ func compile(in Input, cache *Compiler) *Desired {
 		set.normalize()
 	}
 	return c.out
+}
+
+// reserveIso sizes the global isolation sets for every policy's isolated
+// pods at once: growing them policy by policy copied them over and over.
+func (c *compiler) reserveIso(outs []*Desired) {
+	n := map[string]int{}
+	for _, po := range outs {
+		for name, set := range po.Sets {
+			if isIso(name) {
+				n[name] += len(set.Elems)
+			}
+		}
+	}
+	for name, extra := range n {
+		if g, ok := c.out.Sets[name]; ok {
+			g.Elems = slices.Grow(g.Elems, extra)
+		}
+	}
 }
 
 // merge adds one policy's output: its own sets are shared as they are

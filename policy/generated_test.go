@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/petrelnet/petrel/internal/testkit/policycases"
@@ -63,5 +64,62 @@ func TestGeneratedPoliciesAgreeWithTheModel(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestCacheMatchesCompileOnRandomChanges is the compile cache's judge: on
+// random inputs changed at random (pods relabelled, added, deleted, their
+// ports changed; namespaces relabelled; policies added, changed, deleted),
+// the cached compile must equal a compile from scratch every time.
+func TestCacheMatchesCompileOnRandomChanges(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	for c, in := range generatedInputs(4, 60, 6) {
+		k := policy.NewCompiler()
+		for step := range 25 {
+			what := mutate(r, &in, step)
+			if got, want := render(k.Compile(in)), render(policy.Compile(in)); got != want {
+				t.Fatalf("case %d step %d (%s): the cached compile differs:\n%s\nwant\n%s", c, step, what, got, want)
+			}
+		}
+	}
+}
+
+// mutate changes in at random and says how.
+func mutate(r *rand.Rand, in *policy.Input, step int) string {
+	labels := []string{"a", "b", "c", "z"}
+	switch r.IntN(7) {
+	case 0:
+		p := &in.Pods[r.IntN(len(in.Pods))]
+		p.Labels = map[string]string{"pod": labels[r.IntN(len(labels))]}
+		return "relabel " + p.Name
+	case 1:
+		i := r.IntN(len(in.Pods))
+		in.Pods = append(in.Pods[:i:i], in.Pods[i+1:]...)
+		return "delete a pod"
+	case 2:
+		ns := []string{"x", "y", "z"}[r.IntN(3)]
+		a := netip.AddrFrom4([4]byte{10, 244, 1, byte(100 + step)})
+		in.Pods = append(slices.Clone(in.Pods), policy.Pod{Namespace: ns, Name: fmt.Sprintf("new%d", step), Labels: map[string]string{"pod": labels[r.IntN(4)]},
+			IPs: []netip.Addr{a}, Ports: []policy.NamedPort{{Name: "http", Protocol: policy.TCP, Port: uint16(80 + r.IntN(3))}}})
+		return "add a pod"
+	case 3:
+		p := &in.Pods[r.IntN(len(in.Pods))]
+		p.Ports = []policy.NamedPort{{Name: "http", Protocol: policy.TCP, Port: uint16(80 + r.IntN(3))}}
+		return "ports of " + p.Name
+	case 4:
+		in.Namespaces = slices.Clone(in.Namespaces)
+		n := &in.Namespaces[r.IntN(len(in.Namespaces))]
+		n.Labels = map[string]string{"ns": []string{"x", "y", "z"}[r.IntN(3)]}
+		return "relabel namespace " + n.Name
+	case 5:
+		in.Policies = append(slices.Clone(in.Policies), policycases.Generate(r, fmt.Sprintf("m%d", step)))
+		return "add a policy"
+	default:
+		if len(in.Policies) == 0 {
+			return "nothing"
+		}
+		i := r.IntN(len(in.Policies))
+		in.Policies = append(slices.Clone(in.Policies[:i]), in.Policies[i+1:]...)
+		return "delete a policy"
 	}
 }
