@@ -248,11 +248,11 @@ func (s *Syncer) rules(t *nftables.Table, c *nftables.Chain, old, want []Stmt, s
 }
 
 func changedOwners(old, want []Stmt) map[string]bool {
-	group := func(sts []Stmt) map[string]string {
-		m := map[string]string{}
+	group := func(sts []Stmt) map[string][]Stmt {
+		m := map[string][]Stmt{}
 		for _, st := range sts {
 			if st.Owner != "" {
-				m[st.Owner] += st.String() + "\n"
+				m[st.Owner] = append(m[st.Owner], st)
 			}
 		}
 		return m
@@ -260,7 +260,7 @@ func changedOwners(old, want []Stmt) map[string]bool {
 	o, w := group(old), group(want)
 	out := map[string]bool{}
 	for k, v := range o {
-		if w[k] != v {
+		if !slices.EqualFunc(v, w[k], sameStmt) {
 			out[k] = true
 		}
 	}
@@ -270,6 +270,10 @@ func changedOwners(old, want []Stmt) map[string]bool {
 		}
 	}
 	return out
+}
+
+func sameStmt(a, b Stmt) bool {
+	return a.Owner == b.Owner && a.Family == b.Family && a.Verdict == b.Verdict && slices.Equal(a.Matches, b.Matches)
 }
 
 func diffElems(old, want *Set) (add, del []Elem) {
