@@ -57,7 +57,7 @@ func run() int {
 	fmt.Printf("NetworkPolicy dataplane: %d pods, %d policies\n\n", len(in.Pods), len(in.Policies))
 	fmt.Printf("%-34s %10s\n", "full sync: compile", ms(compile))
 	fmt.Printf("%-34s %10s\n", "full sync: one nftables transaction", ms(full))
-	for _, kind := range []string{"pod add", "relabel"} {
+	for _, kind := range []string{"pod add", "relabel", "policy change"} {
 		lat, err := b.changes(in, kind, 100)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "policybench:", err)
@@ -184,18 +184,25 @@ func synthetic(pods, pols int, a, b netip.Addr) policy.Input {
 	return in
 }
 
-// changes applies n pod additions or relabels one at a time and times each
+// changes applies n pod additions, relabels or policy changes one at a time and times each
 // from the change to the end of its (incremental) transaction.
 func (b *bench) changes(in policy.Input, kind string, n int) ([]time.Duration, error) {
 	var out []time.Duration
 	for i := range n {
 		start := time.Now()
-		if kind == "pod add" {
+		switch kind {
+		case "pod add":
 			in.Pods = append(in.Pods, policy.Pod{Namespace: "ns1", Name: fmt.Sprintf("new%d", i),
 				Labels: map[string]string{"app": "app1"}, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 245, 0, byte(i)})}})
-		} else {
+		case "relabel":
 			p := &in.Pods[2+i]
 			p.Labels = map[string]string{"app": fmt.Sprintf("app%d", (i*7+3)%100)}
+		default: // one policy admits another port: its rules and sets only
+			in.Policies = slices.Clone(in.Policies)
+			p := &in.Policies[(i*37)%len(in.Policies)]
+			rule := p.IngressRules[0]
+			rule.Ports = []policy.Port{{Protocol: policy.TCP, Name: "http"}, {Protocol: policy.TCP, Number: uint16(5201 + i)}}
+			p.IngressRules = []policy.Rule{rule}
 		}
 		if err := b.syncer.Sync(b.compiler.Compile(in)); err != nil {
 			return nil, fmt.Errorf("%s %d: %w", kind, i, err)
