@@ -19,6 +19,7 @@ type Compiler struct {
 	pods    map[string]podState // by "namespace/name", as of the last Compile
 	nsFP    map[string]uint64   // each namespace's labels, hashed
 	reused  int                 // policies the last Compile took from the cache
+	iso     isoState            // the global isolation sets, kept up to date
 
 	// What changed since the last Compile, for lookup.
 	changed   []podState

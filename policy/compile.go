@@ -79,15 +79,24 @@ func compile(in Input, cache *Compiler) *Desired {
 		}
 		outs = append(outs, po)
 	}
-	c.reserveIso(outs)
+	isoDone := false
+	if cache != nil {
+		cache.isolation(c, pols, outs) // kept up to date change by change
+		isoDone = true
+	} else {
+		c.reserveIso(outs)
+	}
 	for _, po := range outs {
-		c.merge(po)
+		c.merge(po, isoDone)
 	}
 	c.out.Egress = append(c.out.Egress, Stmt{Family: Any, Verdict: Drop})
 	c.out.Ingress = append(c.out.Ingress, Stmt{Family: Any, Verdict: Drop})
 	for _, name := range []string{"in-iso-4", "in-iso-6", "eg-iso-4", "eg-iso-6", "pods-4", "pods-6", "nomasq-4", "nomasq-6"} {
 		set := c.out.Sets[name]
 		if isIso(name) {
+			if isoDone {
+				continue
+			}
 			// A pod selected by many policies arrives many times: drop the
 			// repeats before sorting, which is most of the work otherwise.
 			set.Elems = uniqueElems(set.Elems)
@@ -116,11 +125,14 @@ func (c *compiler) reserveIso(outs []*Desired) {
 }
 
 // merge adds one policy's output: its own sets are shared as they are
-// (already normalized), its isolated pods join the global isolation sets.
-func (c *compiler) merge(po *Desired) {
+// (already normalized), its isolated pods join the global isolation sets
+// (unless isoDone: the cache has built them).
+func (c *compiler) merge(po *Desired, isoDone bool) {
 	for name, set := range po.Sets {
 		if g, ok := c.out.Sets[name]; ok && isIso(name) {
-			g.Elems = append(g.Elems, set.Elems...)
+			if !isoDone {
+				g.Elems = append(g.Elems, set.Elems...)
+			}
 			continue
 		}
 		c.out.Sets[name] = set

@@ -87,7 +87,15 @@ func TestCacheMatchesCompileOnRandomChanges(t *testing.T) {
 // mutate changes in at random and says how.
 func mutate(r *rand.Rand, in *policy.Input, step int) string {
 	labels := []string{"a", "b", "c", "z"}
-	switch r.IntN(7) {
+	switch r.IntN(8) {
+	case 7:
+		if len(in.Pending) > 0 && r.IntN(2) == 0 {
+			in.Pending = nil
+			return "pending pods classified"
+		}
+		in.Pending = append(slices.Clone(in.Pending), policy.Pod{Namespace: []string{"x", "y", "z"}[r.IntN(3)], Name: fmt.Sprintf("pending%d", step),
+			IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 244, 1, byte(200 + step)})}})
+		return "a pending pod"
 	case 0:
 		p := &in.Pods[r.IntN(len(in.Pods))]
 		p.Labels = map[string]string{"pod": labels[r.IntN(len(labels))]}
