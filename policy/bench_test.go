@@ -7,7 +7,8 @@ import (
 )
 
 // bigCluster is the shape of the policy benchmark: pods over 50 namespaces
-// and 100 apps, each policy admitting one app from another.
+// and 100 apps, each policy admitting one app from the next, whose pods are
+// in the namespaces its namespace selector picks.
 func bigCluster(pods, pols int) Input {
 	var in Input
 	for i := range 50 {
@@ -22,7 +23,7 @@ func bigCluster(pods, pols int) Input {
 		in.Policies = append(in.Policies, Policy{Namespace: fmt.Sprintf("ns%d", j%50), Name: fmt.Sprintf("pol%d", j),
 			PodSelector: Selector{MatchLabels: map[string]string{"app": fmt.Sprintf("app%d", j%100)}}, Ingress: true,
 			IngressRules: []Rule{{
-				Peers: []Peer{{NamespaceSelector: &Selector{MatchLabels: map[string]string{"tier": fmt.Sprint(j % 5)}},
+				Peers: []Peer{{NamespaceSelector: &Selector{MatchLabels: map[string]string{"tier": fmt.Sprint((j + 1) % 5)}},
 					PodSelector: &Selector{MatchLabels: map[string]string{"app": fmt.Sprintf("app%d", (j+1)%100)}}}},
 				Ports: []Port{{Protocol: TCP, Name: "http"}, {Protocol: TCP, Number: 5201}},
 			}}})

@@ -91,7 +91,7 @@ func compile(in Input, cache *Compiler) *Desired {
 	}
 	c.out.Egress = append(c.out.Egress, Stmt{Family: Any, Verdict: Drop})
 	c.out.Ingress = append(c.out.Ingress, Stmt{Family: Any, Verdict: Drop})
-	for _, name := range []string{"in-iso-4", "in-iso-6", "eg-iso-4", "eg-iso-6", "pods-4", "pods-6", "nomasq-4", "nomasq-6"} {
+	for _, name := range globalSets {
 		set := c.out.Sets[name]
 		if isIso(name) {
 			if isoDone {
@@ -103,7 +103,33 @@ func compile(in Input, cache *Compiler) *Desired {
 		}
 		set.normalize()
 	}
+	c.out.prune()
 	return c.out
+}
+
+// globalSets are Petrel's own sets, used by the base and masquerade rules.
+var globalSets = []string{"in-iso-4", "in-iso-6", "eg-iso-4", "eg-iso-6", "pods-4", "pods-6", "nomasq-4", "nomasq-6"}
+
+// prune drops the sets no statement looks up (a policy's target set when
+// it has no egress rules, a family none of its pods has): every set is
+// work for the kernel in the full transaction.
+func (d *Desired) prune() {
+	used := make(map[string]bool, len(d.Sets))
+	for _, n := range globalSets {
+		used[n] = true
+	}
+	for _, chain := range [][]Stmt{d.Egress, d.Ingress} {
+		for _, st := range chain {
+			for _, m := range st.Matches {
+				used[m.Set] = true
+			}
+		}
+	}
+	for name := range d.Sets {
+		if !used[name] {
+			delete(d.Sets, name)
+		}
+	}
 }
 
 // reserveIso sizes the global isolation sets for every policy's isolated

@@ -65,6 +65,21 @@ func run() int {
 		}
 		fmt.Printf("%-34s p50 %8s  p99 %8s\n", kind+" -> in kernel", ms(pct(lat, 50)), ms(pct(lat, 99)))
 	}
+	// The same changes the way Kubernetes mode meets them: API objects,
+	// all translated afresh at every sync.
+	objs := toObjects(in)
+	if err := b.syncer.Sync(b.compiler.Compile(objs.translate())); err != nil {
+		fmt.Fprintln(os.Stderr, "policybench:", err)
+		return 1
+	}
+	for _, kind := range []string{"pod add", "relabel", "policy change"} {
+		lat, err := b.changesViaAPI(objs, kind, 100)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "policybench:", err)
+			return 1
+		}
+		fmt.Printf("%-34s p50 %8s  p99 %8s\n", kind+" (API objects) -> kernel", ms(pct(lat, 50)), ms(pct(lat, 99)))
+	}
 	with, err := b.iperf()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "policybench: iperf3:", err)
@@ -155,9 +170,10 @@ func setup(plugin string) (*bench, error) {
 }
 
 // synthetic builds a cluster: pods spread over 50 namespaces and 100 app
-// labels, each policy selecting one app and allowing it from another app in
-// namespaces of a tier, on a named and a numeric port. The two real pods
-// are selected by policy 0, which admits a to b.
+// labels, each policy selecting one app and allowing it from the next app,
+// in the namespaces of that app's tier (where its pods are), on a named and
+// a numeric port: every policy has rules with real peers. The two real
+// pods: b is selected by policy 0, which admits a (app1, in ns1).
 func synthetic(pods, pols int, a, b netip.Addr) policy.Input {
 	var in policy.Input
 	for i := range 50 {
@@ -165,7 +181,7 @@ func synthetic(pods, pols int, a, b netip.Addr) policy.Input {
 	}
 	ports := []policy.NamedPort{{Name: "http", Protocol: policy.TCP, Port: 8080}}
 	in.Pods = append(in.Pods,
-		policy.Pod{Namespace: "ns0", Name: "a", Labels: map[string]string{"app": "app1"}, IPs: []netip.Addr{a}, Ports: ports},
+		policy.Pod{Namespace: "ns1", Name: "a", Labels: map[string]string{"app": "app1"}, IPs: []netip.Addr{a}, Ports: ports},
 		policy.Pod{Namespace: "ns0", Name: "b", Labels: map[string]string{"app": "app0"}, IPs: []netip.Addr{b}, Ports: ports})
 	for i := range pods - 2 {
 		ip := netip.AddrFrom4([4]byte{10, 244, byte(i >> 8), byte(i)})
@@ -176,7 +192,7 @@ func synthetic(pods, pols int, a, b netip.Addr) policy.Input {
 		in.Policies = append(in.Policies, policy.Policy{Namespace: fmt.Sprintf("ns%d", j%50), Name: fmt.Sprintf("pol%d", j),
 			PodSelector: policy.Selector{MatchLabels: map[string]string{"app": fmt.Sprintf("app%d", j%100)}}, Ingress: true,
 			IngressRules: []policy.Rule{{
-				Peers: []policy.Peer{{NamespaceSelector: &policy.Selector{MatchLabels: map[string]string{"tier": fmt.Sprint(j % 5)}},
+				Peers: []policy.Peer{{NamespaceSelector: &policy.Selector{MatchLabels: map[string]string{"tier": fmt.Sprint((j + 1) % 5)}},
 					PodSelector: &policy.Selector{MatchLabels: map[string]string{"app": fmt.Sprintf("app%d", (j+1)%100)}}}},
 				Ports: []policy.Port{{Protocol: policy.TCP, Name: "http"}, {Protocol: policy.TCP, Number: 5201}},
 			}}})
