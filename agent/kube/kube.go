@@ -47,6 +47,7 @@ type kubeSource struct {
 	nodeName    string
 	namespace   string         // where password Secrets live
 	extras      []netip.Prefix // importExtras: what else BGPPeers may send
+	translated  *translate.Cache
 
 	// Last valid versions of Petrel's objects; touched only by the loop.
 	goodConfig BGPConfigurationSpec
@@ -72,7 +73,7 @@ func newKubeSource(cs kubernetes.Interface, dyn dynamic.Interface, nodeName, nam
 		namespaces: f.Core().V1().Namespaces().Lister(), policies: f.Networking().V1().NetworkPolicies().Lister(),
 		secrets:     nsf.Core().V1().Secrets().Lister(),
 		bgpPeerObjs: crd.ForResource(bgpPeersGVR).Lister(), bgpConfigs: crd.ForResource(bgpConfigsGVR).Lister(),
-		goodPeers: map[string]goodPeer{},
+		goodPeers: map[string]goodPeer{}, translated: translate.NewCache(),
 	}
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { poke() },
@@ -152,11 +153,12 @@ func (k *kubeSource) policyInput() (policy.Input, error) {
 		if p.Spec.HostNetwork {
 			continue // host-network pods use the node's address: not Petrel's to police
 		}
-		in.Pods = append(in.Pods, translate.Pod(p))
+		in.Pods = append(in.Pods, k.translated.Pod(p))
 	}
+	defer k.translated.Sweep()
 	var errs []error
 	for _, np := range pols {
-		p, err := translate.NetworkPolicy(np)
+		p, err := k.translated.NetworkPolicy(np)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("networkpolicy %s/%s: %w", np.Namespace, np.Name, err))
 			continue

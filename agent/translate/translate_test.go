@@ -58,3 +58,31 @@ func TestCompileCacheHitsAcrossTranslations(t *testing.T) {
 		t.Fatal("a changed policy was taken from the cache")
 	}
 }
+
+// The cache translates an object once, a replaced object again, and
+// forgets what was not asked for since the last Sweep.
+func TestCache(t *testing.T) {
+	var obj netv1.NetworkPolicy
+	if err := yaml.UnmarshalStrict([]byte(np), &obj); err != nil {
+		t.Fatal(err)
+	}
+	c := NewCache()
+	first, err := c.NetworkPolicy(&obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := c.NetworkPolicy(&obj)
+	if first.IngressRules[0].Peers[0].PodSelector != again.IngressRules[0].Peers[0].PodSelector {
+		t.Fatal("the same object was translated twice")
+	}
+	c.Sweep()
+	newer := obj.DeepCopy()
+	newer.Spec.Ingress = nil
+	if p, _ := c.NetworkPolicy(newer); len(p.IngressRules) != 0 {
+		t.Fatalf("a replaced object came from the cache: %+v", p)
+	}
+	c.Sweep() // obj was not asked for in this round: forgotten
+	if len(c.policies) != 1 {
+		t.Fatalf("%d policies cached after the sweep, want 1", len(c.policies))
+	}
+}

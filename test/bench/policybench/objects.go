@@ -18,13 +18,14 @@ import (
 // Kubernetes mode takes: at every sync every object is translated afresh
 // (new selectors, new slices) and handed to the compiler.
 type objects struct {
+	cache      *translate.Cache // as the Kubernetes source keeps one
 	namespaces []*corev1.Namespace
 	pods       []*corev1.Pod
 	policies   []*netv1.NetworkPolicy
 }
 
 func toObjects(in policy.Input) *objects {
-	o := &objects{}
+	o := &objects{cache: translate.NewCache()}
 	for _, ns := range in.Namespaces {
 		o.namespaces = append(o.namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns.Name, Labels: ns.Labels}})
 	}
@@ -69,20 +70,22 @@ func podObject(p policy.Pod) *corev1.Pod {
 	return pod
 }
 
-// translate is what the Kubernetes source does at every sync.
+// translate is what the Kubernetes source does at every sync: every object
+// handed over again, translated unless unchanged since the last sync.
 func (o *objects) translate() policy.Input {
 	var in policy.Input
 	for _, ns := range o.namespaces {
 		in.Namespaces = append(in.Namespaces, translate.Namespace(ns))
 	}
 	for _, p := range o.pods {
-		in.Pods = append(in.Pods, translate.Pod(p))
+		in.Pods = append(in.Pods, o.cache.Pod(p))
 	}
 	for _, np := range o.policies {
-		if p, err := translate.NetworkPolicy(np); err == nil {
+		if p, err := o.cache.NetworkPolicy(np); err == nil {
 			in.Policies = append(in.Policies, p)
 		}
 	}
+	o.cache.Sweep()
 	return in
 }
 
