@@ -17,8 +17,8 @@ import (
 
 // The GoBGP API can add and delete neighbors, replace the import guard and
 // read every peer's configuration. By default it listens on a unix socket
-// that only root reaches: the socket's directory is made mode 0700 and the
-// socket 0600. Whatever the listener, no answer ever carries a session
+// that only root reaches: the socket is made mode 0600, in a directory of
+// mode 0700 when Petrel creates it. Whatever the listener, no answer ever carries a session
 // password.
 
 // prepareSocket readies a unix socket path for GoBGP's listener: the
@@ -30,11 +30,9 @@ func prepareSocket(addr string) error {
 	if !ok {
 		return nil
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("grpcAddress %s: %w", addr, err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
+	// A directory Petrel creates is root's alone; one that exists is not
+	// Petrel's to change (it may be /run): the socket's own mode guards it.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("grpcAddress %s: %w", addr, err)
 	}
 	switch fi, err := os.Lstat(path); {

@@ -38,7 +38,6 @@ func TestAPIIsRootOnlyAndHidesPasswords(t *testing.T) {
 		t.Fatalf("copy gobgp: %v", err)
 	}
 	sock := filepath.Join(base, "run", "gobgp.sock")
-	staleSocket(t, sock)
 
 	cfg := Config{ASN: 64512, RouterID: netip.MustParseAddr("127.0.0.31"), ListenPort: -1, GRPCAddress: "unix://" + sock,
 		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}}
@@ -46,7 +45,7 @@ func TestAPIIsRootOnlyAndHidesPasswords(t *testing.T) {
 	defer cancel()
 	sp, err := New(ctx, cfg, testLogger(), func() {})
 	if err != nil {
-		t.Fatalf("start over a stale socket: %v", err)
+		t.Fatal(err)
 	}
 	defer sp.Stop()
 	peer := Peer{Address: netip.MustParseAddr("127.0.0.32"), ASN: 65000, Password: "s3cret-md5", ConnectRetry: time.Hour}
@@ -74,6 +73,33 @@ func TestAPIIsRootOnlyAndHidesPasswords(t *testing.T) {
 		t.Fatalf("uid 65534 ran gobgp: %v\n%s\nwant a refused connection", err, out)
 	}
 	sp.Stop()
+
+	// A socket left by a killed agent, in a directory that existed (its
+	// mode is not Petrel's to change): replaced, and locked again.
+	shared := filepath.Join(base, "shared")
+	if err := os.Mkdir(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(shared, "gobgp.sock")
+	staleSocket(t, stale)
+	cfg.GRPCAddress = "unix://" + stale
+	sp2, err := New(ctx, cfg, testLogger(), func() {})
+	if err != nil {
+		t.Fatalf("start over a stale socket: %v", err)
+	}
+	if fi, _ := os.Stat(shared); fi.Mode().Perm() != 0o755 {
+		t.Fatalf("an existing directory's mode changed to %v", fi.Mode().Perm())
+	}
+	if fi, err := os.Stat(stale); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket in an existing directory: %v %v, want mode 0600", fi.Mode(), err)
+	}
+	nobody2 := exec.Command(gobgp, "--target", "unix://"+stale, "neighbor")
+	nobody2.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := nobody2.CombinedOutput(); !strings.Contains(string(out), "permission denied") {
+		t.Fatalf("uid 65534 through a world-readable directory: %v\n%s", err, out)
+	}
+	sp2.Stop()
+	cfg.GRPCAddress = "unix://" + sock
 
 	// Not a socket at the path: refused, left alone.
 	os.Remove(sock)
