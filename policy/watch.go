@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netns"
@@ -36,9 +37,10 @@ func Watch(ns netns.NsHandle, drift func(object string)) (stop func(), err error
 	if err != nil {
 		return nil, fmt.Errorf("nftables monitor: %w", err)
 	}
+	comm := ownComm()
 	go func() {
 		for gen := range events {
-			if g, ok := generation(gen); ok && ours(g.ProcPID) {
+			if g, ok := generation(gen); ok && (ours(g.ProcPID) || g.ProcComm == comm) {
 				continue
 			}
 			if obj := touched(gen.Changes); obj != "" {
@@ -77,6 +79,18 @@ func touched(changes []*nftables.MonitorEvent) string {
 		}
 	}
 	return ""
+}
+
+// ownComm is this process's command name as the kernel reports it. The
+// generation message's thread ID is the kernel's global one, which a
+// process in its own PID namespace (a pod without hostPID) cannot look up
+// in /proc/self/task; the name it can.
+func ownComm() string {
+	b, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // ours reports whether thread id belongs to this process.
