@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -375,5 +376,19 @@ func TestRefusedPolicyIsIsolatedOthersApply(t *testing.T) {
 		if got := n.reach(from, to, policy.TCP); got != allowed {
 			t.Errorf("%s: reached %v, want %v", pair, got, allowed)
 		}
+	}
+}
+
+// TestWatchInOwnPIDNamespace runs the watch test again in a PID namespace
+// of its own, as the agent runs in a pod without hostPID: the kernel names
+// the committing thread by its global ID there, which the process cannot
+// find in its /proc, and Petrel's own syncs must still not look like drift.
+func TestWatchInOwnPIDNamespace(t *testing.T) {
+	netnstest.RequireRoot(t)
+	unshare := netnstest.RequireTool(t, "unshare")
+	cmd := exec.Command(unshare, "--pid", "--fork", "--mount-proc", os.Args[0], "-test.run", "^TestWatchSeesOnlyOthersChanges$", "-test.v")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestWatchSeesOnlyOthersChanges") {
+		t.Fatalf("in its own PID namespace: %v\n%s", err, out)
 	}
 }
