@@ -101,11 +101,11 @@ func (e *unreachableError) Error() string { return e.err.Error() }
 func (e *unreachableError) Unwrap() error { return e.err }
 
 // waitForAccess runs checkAccess until the API server answers, with a
-// backoff from one second to thirty, logging each change of the error.
+// backoff from one second to ten, logging each change of the error.
 // Missing CRDs, RBAC or credentials end it at once: waiting cannot fix them.
 func waitForAccess(ctx context.Context, dyn dynamic.Interface, namespace string, log *slog.Logger) error {
 	var last string
-	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+	for wait := time.Second; ; wait = min(2*wait, 10*time.Second) {
 		err := checkAccess(ctx, dyn, namespace)
 		var u *unreachableError
 		if !errors.As(err, &u) {

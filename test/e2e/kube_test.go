@@ -89,9 +89,16 @@ func TestKubernetesMode(t *testing.T) {
 		out, _ := nodes[node].Run("ip", "route", "show", "proto", "61")
 		return strings.Join(strings.Fields(out), " ")
 	}
-	d := wait.Until(t, 30*time.Second, "each node learns the other's pod CIDR over the mesh", func() bool {
+	d, err := wait.For(30*time.Second, "each node learns the other's pod CIDR over the mesh", func() bool {
 		return strings.Contains(routes("node1"), "10.244.2.0/24 via 10.98.255.12") && strings.Contains(routes("node2"), "10.244.1.0/24 via 10.98.255.11")
 	})
+	if err != nil {
+		for _, n := range []string{"node1", "node2"} {
+			log, _ := os.ReadFile(filepath.Join(dir, n, "agent.log"))
+			t.Logf("%s routes: %s\n%s warnings and errors:\n%s", n, routes(n), n, importantLines(string(log)))
+		}
+		t.Fatal(err)
+	}
 	t.Logf("agents started -> mesh routes from Node objects: %s", d)
 	wait.Until(t, 10*time.Second, "node1 marked NetworkUnavailable=False", func() bool {
 		n, err := cs.CoreV1().Nodes().Get(ctx, "node1", metav1.GetOptions{})
