@@ -1,11 +1,10 @@
 package policy
 
 import (
-	"encoding/json"
-	"fmt"
-	"hash/fnv"
+	"encoding/binary"
+	"hash/maphash"
+	"reflect"
 	"slices"
-	"strings"
 )
 
 // Compiler compiles again and again, reusing each policy's output while
@@ -16,8 +15,10 @@ import (
 // namespaces. Its output is the same as Compile's, which the tests check.
 type Compiler struct {
 	entries map[string]cacheEntry
-	pods    map[string]podState // by "namespace/name", as of the last Compile
+	pods    map[podKey]podState // as of the last Compile
 	nsFP    map[string]uint64   // each namespace's labels, hashed
+	seed    maphash.Seed        // of the fingerprints: random, so labels cannot be chosen to collide
+	round   uint64              // of diff, to find the pods gone
 	reused  int                 // policies the last Compile took from the cache
 	iso     isoState            // the global isolation sets, kept up to date
 
@@ -28,28 +29,34 @@ type Compiler struct {
 }
 
 type cacheEntry struct {
-	key string
-	out *Desired
+	policy Policy // as compiled, compared by value
+	out    *Desired
 }
+
+type podKey struct{ namespace, name string }
 
 // podState is what a policy can see of a pod.
 type podState struct {
 	namespace string
 	labels    map[string]string
 	fp        uint64 // labels, addresses and named ports, hashed
+	round     uint64 // the last diff that saw the pod
 }
 
 // NewCompiler returns a Compiler with an empty cache.
 func NewCompiler() *Compiler {
-	return &Compiler{entries: map[string]cacheEntry{}, pods: map[string]podState{}, nsFP: map[string]uint64{}}
+	return &Compiler{entries: map[string]cacheEntry{}, pods: map[podKey]podState{}, nsFP: map[string]uint64{}, seed: maphash.MakeSeed()}
 }
 
-// Compile is Compile, with the cache.
+// Compile is Compile, with the cache. It keeps references to the
+// policies it is given, as an informer's cache keeps its objects: a caller
+// changes a policy by handing over a new value, never by writing into the
+// slices, maps or selectors of one it handed over before.
 func (k *Compiler) Compile(in Input) *Desired {
 	k.reused = 0
 	k.diff(in)
 	d := compile(in, k)
-	live := map[string]bool{}
+	live := make(map[string]bool, len(in.Policies))
 	for _, p := range in.Policies {
 		live[p.Namespace+"/"+p.Name] = true
 	}
@@ -63,15 +70,16 @@ func (k *Compiler) Compile(in Input) *Desired {
 
 // diff records what changed since the last Compile: the pods whose labels,
 // addresses or ports changed (both versions), and whether any namespace's
-// labels did.
+// labels did. It runs over every pod at every Compile, so it updates its
+// map in place and allocates nothing per unchanged pod.
 func (k *Compiler) diff(in Input) {
 	k.changed, k.nsChanged = k.changed[:0], false
 	k.nsLabels = make(map[string]map[string]string, len(in.Namespaces))
 	nsFP := make(map[string]uint64, len(in.Namespaces))
 	for _, ns := range in.Namespaces {
 		k.nsLabels[ns.Name] = ns.Labels
-		nsFP[ns.Name] = hashOf("ns", labelString(ns.Labels))
-		if k.nsFP[ns.Name] != nsFP[ns.Name] {
+		nsFP[ns.Name] = k.labelsFP(ns.Labels)
+		if old, ok := k.nsFP[ns.Name]; !ok || old != nsFP[ns.Name] {
 			k.nsChanged = true
 		}
 	}
@@ -79,46 +87,66 @@ func (k *Compiler) diff(in Input) {
 		k.nsChanged = true
 	}
 	k.nsFP = nsFP
-	pods := make(map[string]podState, len(in.Pods))
+	k.round++
 	for _, p := range in.Pods {
-		key := p.Namespace + "/" + p.Name
-		st := podState{namespace: p.Namespace, labels: p.Labels, fp: podFP(p)}
-		pods[key] = st
+		key := podKey{p.Namespace, p.Name}
+		st := podState{namespace: p.Namespace, labels: p.Labels, fp: k.podFP(p), round: k.round}
 		if old, ok := k.pods[key]; !ok || old.fp != st.fp {
 			k.changed = append(k.changed, st)
 			if ok {
 				k.changed = append(k.changed, old)
 			}
 		}
+		k.pods[key] = st
 	}
 	for key, old := range k.pods {
-		if _, ok := pods[key]; !ok {
+		if old.round != k.round {
 			k.changed = append(k.changed, old)
+			delete(k.pods, key)
 		}
 	}
-	k.pods = pods
 }
 
 // podFP hashes what a policy's output depends on of a pod.
-func podFP(p Pod) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(labelString(p.Labels)))
+func (k *Compiler) podFP(p Pod) uint64 {
+	var h maphash.Hash
+	h.SetSeed(k.seed)
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], k.labelsFP(p.Labels))
+	h.Write(b[:])
 	for _, a := range p.IPs {
-		b, _ := a.MarshalBinary()
-		h.Write(b)
+		ip := a.As16()
+		h.WriteByte(byte(a.BitLen()))
+		h.Write(ip[:])
 	}
 	for _, np := range p.Ports {
 		h.Write([]byte{0, byte(np.Protocol), byte(np.Port >> 8), byte(np.Port)})
-		h.Write([]byte(np.Name))
+		h.WriteString(np.Name)
 	}
 	return h.Sum64()
+}
+
+// labelsFP hashes a label map regardless of its iteration order: the sum
+// of each pair's hash (keys are unique, so no pair cancels another).
+func (k *Compiler) labelsFP(l map[string]string) uint64 {
+	sum := uint64(len(l))
+	var h maphash.Hash
+	h.SetSeed(k.seed)
+	for key, v := range l {
+		h.Reset()
+		h.WriteString(key)
+		h.WriteByte(0)
+		h.WriteString(v)
+		sum += h.Sum64()
+	}
+	return sum
 }
 
 // lookup returns the cached output, or nil and the entry to store once
 // the policy is compiled.
 func (k *Compiler) lookup(_ *compiler, p Policy) (*Desired, cacheEntry) {
-	want := cacheEntry{key: policyKey(p)}
-	if e, ok := k.entries[p.Namespace+"/"+p.Name]; ok && e.key == want.key && !k.affects(p) {
+	want := cacheEntry{policy: p}
+	if e, ok := k.entries[p.Namespace+"/"+p.Name]; ok && !k.affects(p) && samePolicy(e.policy, p) {
 		k.reused++
 		return e.out, e
 	}
@@ -184,36 +212,9 @@ func (k *Compiler) peerSees(p Policy, peer Peer, pod podState) bool {
 // Reused is how many policies the last Compile took from the cache.
 func (k *Compiler) Reused() int { return k.reused }
 
-// policyKey identifies a policy by its values. Policies translated afresh
-// from API objects at every sync carry new pointers (selectors, ipBlocks):
-// the key must not see them. JSON writes map keys sorted, so equal values
-// give equal keys.
-func policyKey(p Policy) string {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return fmt.Sprintf("unkeyable %p", &p) // never reused
-	}
-	return string(b)
-}
-
-func labelString(l map[string]string) string {
-	keys := make([]string, 0, len(l))
-	for k := range l {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		b.WriteString(k + "=" + l[k] + ",")
-	}
-	return b.String()
-}
-
-func hashOf(parts ...string) uint64 {
-	h := fnv.New64a()
-	for _, p := range parts {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-	}
-	return h.Sum64()
-}
+// samePolicy compares two policies by value. Policies translated afresh
+// from API objects carry new pointers (selectors, ipBlocks), which
+// DeepEqual follows; an unchanged object's translation, handed out again by
+// the translation cache, shares them, and DeepEqual stops at the first
+// shared pointer, slice or map.
+func samePolicy(a, b Policy) bool { return reflect.DeepEqual(a, b) }

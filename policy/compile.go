@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"hash/fnv"
 	"net/netip"
@@ -25,6 +26,9 @@ type Input struct {
 	NoMasquerade []netip.Prefix
 }
 
+// labelKey indexes a namespace's pods by one label.
+type labelKey struct{ namespace, key, value string }
+
 type compiler struct {
 	in     Input
 	out    *Desired
@@ -33,8 +37,9 @@ type compiler struct {
 	// can match instead of the whole cluster: with thousands of pods and
 	// policies, scanning made every compile take seconds.
 	byNS    map[string][]int
-	byLabel map[string][]int // "ns\x00key\x00value"
+	byLabel map[labelKey][]int
 	nsNames []string
+	indexed bool // built on first use: most incremental compiles need none
 }
 
 // Compile computes Petrel's table from the cluster state. It is pure: the
@@ -46,7 +51,6 @@ func compile(in Input, cache *Compiler) *Desired {
 	for _, ns := range in.Namespaces {
 		c.nsLbls[ns.Name] = ns.Labels
 	}
-	c.index()
 	for _, f := range []Family{V4, V6} {
 		c.out.set("in-iso-"+f.String(), f, AddrSet)
 		c.out.set("eg-iso-"+f.String(), f, AddrSet)
@@ -63,7 +67,9 @@ func compile(in Input, cache *Compiler) *Desired {
 	}
 	c.pending()
 	pols := slices.Clone(in.Policies)
-	slices.SortFunc(pols, func(a, b Policy) int { return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
+	slices.SortFunc(pols, func(a, b Policy) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
 	outs := make([]*Desired, 0, len(pols))
 	for _, p := range pols {
 		var po *Desired
@@ -204,14 +210,18 @@ func setID(p Policy) string {
 }
 
 func (c *compiler) index() {
-	c.byNS, c.byLabel = map[string][]int{}, map[string][]int{}
+	if c.indexed {
+		return
+	}
+	c.indexed = true
+	c.byNS, c.byLabel = map[string][]int{}, map[labelKey][]int{}
 	for i, pod := range c.in.Pods {
 		if _, ok := c.byNS[pod.Namespace]; !ok {
 			c.nsNames = append(c.nsNames, pod.Namespace)
 		}
 		c.byNS[pod.Namespace] = append(c.byNS[pod.Namespace], i)
 		for k, v := range pod.Labels {
-			key := pod.Namespace + "\x00" + k + "\x00" + v
+			key := labelKey{pod.Namespace, k, v}
 			c.byLabel[key] = append(c.byLabel[key], i)
 		}
 	}
@@ -219,8 +229,10 @@ func (c *compiler) index() {
 }
 
 // selected returns the pods a selector picks: pods (selector) in namespaces
-// (nsSel), or in namespace ns when nsSel is nil.
-func (c *compiler) selected(podSel, nsSel *Selector, ns string) []Pod {
+// (nsSel), or in namespace ns when nsSel is nil. It points into the input
+// instead of copying: a policy selects hundreds of pods.
+func (c *compiler) selected(podSel, nsSel *Selector, ns string) []*Pod {
+	c.index()
 	namespaces := []string{ns}
 	if nsSel != nil {
 		namespaces = nil
@@ -230,10 +242,10 @@ func (c *compiler) selected(podSel, nsSel *Selector, ns string) []Pod {
 			}
 		}
 	}
-	var out []Pod
+	var out []*Pod
 	for _, n := range namespaces {
 		for _, i := range c.candidates(podSel, n) {
-			if pod := c.in.Pods[i]; podSel == nil || podSel.Matches(pod.Labels) {
+			if pod := &c.in.Pods[i]; podSel == nil || podSel.Matches(pod.Labels) {
 				out = append(out, pod)
 			}
 		}
@@ -249,7 +261,7 @@ func (c *compiler) candidates(sel *Selector, ns string) []int {
 		return best
 	}
 	for k, v := range sel.MatchLabels {
-		if l := c.byLabel[ns+"\x00"+k+"\x00"+v]; len(l) < len(best) {
+		if l := c.byLabel[labelKey{ns, k, v}]; len(l) < len(best) {
 			best = l
 		}
 	}
@@ -317,7 +329,7 @@ func (c *compiler) peerRanges(ns string, r Rule) []Elem {
 	return out
 }
 
-func (c *compiler) ingressRule(owner, name, ns string, targets []Pod, r Rule) {
+func (c *compiler) ingressRule(owner, name, ns string, targets []*Pod, r Rule) {
 	for _, f := range []Family{V4, V6} {
 		dst := c.out.set(name+"-dst-"+f.String(), f, DstSet)
 		for _, pod := range targets {

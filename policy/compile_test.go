@@ -110,9 +110,12 @@ func TestCompilerCacheMatchesCompile(t *testing.T) {
 			in.Pods = append(in.Pods, Pod{Namespace: "y", Name: "n", IPs: []netip.Addr{netip.MustParseAddr("10.0.2.9")}})
 		},
 		func() { in.Namespaces[2].Labels = map[string]string{"ns": "y"} }, // z now matches ns=y
-		func() { in.Policies[0].IngressRules[0].Ports = nil },             // policy change
-		func() { in.Policies = in.Policies[1:] },                          // policy deleted
-		func() { in.Pods[0].Ports = nil },                                 // named ports gone
+		func() { // policy change, as a new value
+			in.Policies = slices.Clone(in.Policies)
+			in.Policies[0].IngressRules = []Rule{{Peers: in.Policies[0].IngressRules[0].Peers}}
+		},
+		func() { in.Policies = in.Policies[1:] }, // policy deleted
+		func() { in.Pods[0].Ports = nil },        // named ports gone
 	}
 	for i, step := range steps {
 		step()

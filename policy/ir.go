@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -164,14 +165,24 @@ func (s *Set) normalize() {
 }
 
 func compareElem(a, b Elem) int {
-	for _, c := range []int{a.AddrLo.Compare(b.AddrLo), a.AddrHi.Compare(b.AddrHi),
-		int(a.ProtoLo) - int(b.ProtoLo), int(a.ProtoHi) - int(b.ProtoHi),
-		int(a.PortLo) - int(b.PortLo), int(a.PortHi) - int(b.PortHi)} {
-		if c != 0 {
-			return c
-		}
+	// Field by field, stopping at the first difference: sets of 10,000
+	// elements are sorted at every change.
+	if c := a.AddrLo.Compare(b.AddrLo); c != 0 {
+		return c
 	}
-	return 0
+	if c := a.AddrHi.Compare(b.AddrHi); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.ProtoLo, b.ProtoLo); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.ProtoHi, b.ProtoHi); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.PortLo, b.PortLo); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.PortHi, b.PortHi)
 }
 
 // prefixRange is the first and last address of p.

@@ -146,6 +146,9 @@ func (k *kubeSource) policyInput() (policy.Input, error) {
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return in, err
 	}
+	in.Namespaces = make([]policy.Namespace, 0, len(nss))
+	in.Pods = make([]policy.Pod, 0, len(pods)) // no regrowth at every sync
+	in.Policies = make([]policy.Policy, 0, len(pols))
 	for _, ns := range nss {
 		in.Namespaces = append(in.Namespaces, translate.Namespace(ns))
 	}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -33,6 +34,8 @@ func run() int {
 	plugin := flag.String("plugin", "bin/petrel-cni", "Petrel's CNI binary, to wire the two real pods")
 	pods := flag.Int("pods", 10000, "pods")
 	pols := flag.Int("policies", 1000, "policies")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the change phases (after the full sync) to this file")
+	memprofile := flag.String("memprofile", "", "write an allocation profile (heap, alloc_space) to this file at the end")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "policybench: needs root")
@@ -57,6 +60,17 @@ func run() int {
 	fmt.Printf("NetworkPolicy dataplane: %d pods, %d policies\n\n", len(in.Pods), len(in.Policies))
 	fmt.Printf("%-34s %10s\n", "full sync: compile", ms(compile))
 	fmt.Printf("%-34s %10s\n", "full sync: one nftables transaction", ms(full))
+	if *cpuprofile != "" {
+		stop, err := startProfile(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "policybench:", err)
+			return 1
+		}
+		defer stop()
+	}
+	if *memprofile != "" {
+		defer writeHeapProfile(*memprofile)
+	}
 	for _, kind := range []string{"pod add", "relabel", "policy change"} {
 		lat, err := b.changes(in, kind, 100)
 		if err != nil {
@@ -96,6 +110,34 @@ func run() int {
 	}
 	fmt.Printf("%-34s %7.2f Gbit/s with, %.2f Gbit/s without, ratio %.2f\n", "TCP pod to pod (iperf3, 3 s)", with, without, with/without)
 	return 0
+}
+
+// startProfile starts a CPU profile written to path; the returned func
+// stops it.
+func startProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// writeHeapProfile writes the heap profile, which carries every
+// allocation since the start (go tool pprof -sample_index=alloc_space).
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "policybench:", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "policybench:", err)
+	}
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }

@@ -73,7 +73,8 @@ func podObject(p policy.Pod) *corev1.Pod {
 // translate is what the Kubernetes source does at every sync: every object
 // handed over again, translated unless unchanged since the last sync.
 func (o *objects) translate() policy.Input {
-	var in policy.Input
+	in := policy.Input{Namespaces: make([]policy.Namespace, 0, len(o.namespaces)),
+		Pods: make([]policy.Pod, 0, len(o.pods)), Policies: make([]policy.Policy, 0, len(o.policies))}
 	for _, ns := range o.namespaces {
 		in.Namespaces = append(in.Namespaces, translate.Namespace(ns))
 	}
