@@ -126,6 +126,7 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 	if resync {
 		a.dp.Routes.Invalidate()
 		a.dp.Firewall.Invalidate()
+		a.releaseOrphans()
 	}
 	// A speaker that cannot take the new settings keeps the old ones;
 	// routes and policy are synced all the same.
@@ -154,6 +155,25 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 	a.metrics.setReady(notReady(a.ready, snap.NodeGone, routeErr, confErr, polErr, setErr))
 	a.metrics.lastSync.Store(time.Now().UnixNano())
 	return errors.Join(srcErr, bgpErr, routeErr, confErr, polErr, recErr, setErr, repErr)
+}
+
+// releaseOrphans frees the addresses of pods that are gone without a DEL,
+// before the policy reads the store: their addresses would otherwise stay
+// allocated, and policed as local pods, until the pod CIDR runs out.
+func (a *agent) releaseOrphans() {
+	if a.dp.ReleaseOrphans == nil {
+		return
+	}
+	freed, err := a.dp.ReleaseOrphans(time.Now())
+	if err != nil {
+		a.log.Warn("could not release the addresses of vanished pods; retrying at the next resync", "err", err)
+		return
+	}
+	for _, al := range freed {
+		a.log.Warn("released the address of a pod whose network namespace is gone without a CNI DEL (did a chained plugin fail DEL?)",
+			"ip", al.IP, "containerID", al.ContainerID, "pod", al.PodNamespace+"/"+al.PodName)
+	}
+	a.metrics.orphans.Add(float64(len(freed)))
 }
 
 // syncRoutes installs the learned routes whose next hops are safe, and the

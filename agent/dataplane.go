@@ -3,11 +3,13 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrelnet/petrel/bgp"
 	"github.com/petrelnet/petrel/cni"
+	"github.com/petrelnet/petrel/ipam"
 	"github.com/petrelnet/petrel/policy"
 	"github.com/petrelnet/petrel/route"
 )
@@ -84,4 +86,8 @@ type Dataplane struct {
 	Watch func(ctx context.Context, poke func(), drift func(object string)) error
 	// Metrics, if set, exports the speaker's own metrics.
 	Metrics func(Speaker) prometheus.Collector
+	// ReleaseOrphans, if set, releases the addresses of local pods whose
+	// network namespace is gone although Petrel's DEL never ran, and
+	// returns them. The agent calls it at every periodic resync.
+	ReleaseOrphans func(now time.Time) ([]ipam.Allocation, error)
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netns"
@@ -15,6 +16,7 @@ import (
 	"github.com/petrelnet/petrel/bgp"
 	"github.com/petrelnet/petrel/cni"
 	"github.com/petrelnet/petrel/internal/rtproto"
+	"github.com/petrelnet/petrel/ipam"
 	"github.com/petrelnet/petrel/policy"
 	"github.com/petrelnet/petrel/route"
 )
@@ -64,6 +66,9 @@ func KernelDataplane(cfg *config.Config, log *slog.Logger) (Dataplane, error) {
 			return nil
 		},
 		Metrics: func(s Speaker) prometheus.Collector { return s.(*bgp.Speaker).Collector() },
+		ReleaseOrphans: func(now time.Time) ([]ipam.Allocation, error) {
+			return cni.ReleaseOrphans(cfg.DataDir, cni.PluginType, cni.OrphanMinAge, now)
+		},
 	}, nil
 }
 

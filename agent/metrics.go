@@ -25,6 +25,7 @@ type agentMetrics struct {
 	routeConflicts   prometheus.Gauge
 	nextHopsRejected prometheus.Gauge
 	drifts           *prometheus.CounterVec
+	orphans          prometheus.Counter
 	refused          *prometheus.GaugeVec
 	notReady         atomic.Pointer[string] // why the node is not ready now; nil when it is
 	lastSync         atomic.Int64           // unix nanoseconds of the last finished sync
@@ -53,7 +54,9 @@ func newAgentMetrics() *agentMetrics {
 		Help: "Changes made behind the agent's back to what it owns (route, table, chain, rule, set, conflist), repaired at once."}, []string{"object"})
 	m.refused = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "petrel_policy_refused",
 		Help: "1 for each NetworkPolicy the kernel refused: its pods are isolated with nothing allowed."}, []string{"namespace", "name"})
-	m.reg.MustRegister(m.drifts, m.refused)
+	m.orphans = prometheus.NewCounter(prometheus.CounterOpts{Name: "petrel_orphan_addresses_released_total",
+		Help: "Pod addresses released because the pod's network namespace and veth were gone without a CNI DEL (a chained plugin failed DEL first)."})
+	m.reg.MustRegister(m.drifts, m.refused, m.orphans)
 	m.reg.MustRegister(m.routesInstalled, m.fibSync, m.policySync, m.podAddresses, m.routeConflicts, m.nextHopsRejected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

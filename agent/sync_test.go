@@ -8,12 +8,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/petrelnet/petrel/agent/config"
 	"github.com/petrelnet/petrel/bgp"
+	"github.com/petrelnet/petrel/ipam"
 	"github.com/petrelnet/petrel/policy"
 	"github.com/petrelnet/petrel/route"
 )
@@ -297,5 +299,35 @@ func TestRefusedPolicyIsReported(t *testing.T) {
 	r.sync(false)
 	if st := r.src.lastReport(); len(st.RefusedPolicies) != 0 {
 		t.Fatalf("still reported refused: %+v", st.RefusedPolicies)
+	}
+}
+
+// Addresses of pods that vanished without a DEL are released at the
+// periodic resync only, before the policy reads the store, and counted.
+func TestResyncReleasesOrphanedAddresses(t *testing.T) {
+	r := newRig(t)
+	calls := 0
+	r.a.dp.ReleaseOrphans = func(time.Time) ([]ipam.Allocation, error) {
+		calls++
+		r.j.add("release orphans")
+		if calls > 1 {
+			return nil, nil
+		}
+		return []ipam.Allocation{{IP: netip.MustParseAddr("10.244.1.9"), Owner: ipam.Owner{ContainerID: "gone", IfName: "eth0"}}}, nil
+	}
+	r.sync(false)
+	if calls != 0 {
+		t.Fatal("a poked sync looked for orphans")
+	}
+	got, err := r.sync(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 || got[0] != "release orphans" {
+		t.Fatalf("resync: %d calls, changes %q; want the release first", calls, got)
+	}
+	r.sync(true)
+	if n := testutil.ToFloat64(r.a.metrics.orphans); n != 1 {
+		t.Fatalf("petrel_orphan_addresses_released_total = %v, want 1", n)
 	}
 }

@@ -70,6 +70,12 @@ func (s *Store) List(network string) ([]Allocation, error) {
 // address record no owner refers to (left by a store written by hand or by
 // an older version). It returns what it released.
 func (s *Store) GC(network string, keep func(containerID, ifName string) bool) ([]Allocation, error) {
+	return s.GCAllocations(network, func(o Owner, _ []Allocation) bool { return keep(o.ContainerID, o.IfName) })
+}
+
+// GCAllocations is GC deciding by the owner and its allocations (their
+// time, their pod), in the same transaction that releases them.
+func (s *Store) GCAllocations(network string, keep func(o Owner, as []Allocation) bool) ([]Allocation, error) {
 	var out []Allocation
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		out = nil
@@ -82,7 +88,11 @@ func (s *Store) GC(network string, keep func(containerID, ifName string) bool) (
 				continue
 			}
 			o := Owner{Network: network, ContainerID: string(parts[1]), IfName: string(parts[2])}
-			if !keep(o.ContainerID, o.IfName) {
+			as, err := ownerAllocations(tx, o)
+			if err != nil {
+				return err
+			}
+			if !keep(o, as) {
 				stale = append(stale, o)
 			}
 		}
