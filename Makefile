@@ -30,7 +30,7 @@ test-unit:
 
 # Every test, the kernel ones included (as root): the unit tier with the
 # race detector, then everything.
-test: deps
+test: deps image
 	$(GO) vet ./...
 	$(GO) test -short -race -count=1 ./...
 	$(GO) test -count=1 -timeout 25m ./...
@@ -54,12 +54,31 @@ bench: deps build
 	$(GO) run ./test/bench/policybench -plugin $(CURDIR)/bin/petrel-cni
 	$(GO) test -run XXX -bench . -benchtime 5x ./route/ ./policy/
 
-# Petrel's image (needs a Docker engine, which this project's CI does not
-# have), tagged as manifests/petrel.yaml names it (internal/version).
+# Petrel's image, tagged as manifests/petrel.yaml names it (internal/version),
+# as an OCI archive for `ctr -n k8s.io images import` or `docker load`. With
+# a Docker engine it is built from the Dockerfile; without one (this
+# project's CI) internal/tools/mkimage builds the same files into the same
+# layout. The reference plugins (portmap, loopback) and the gobgp CLI come
+# from the versions go.mod pins (its tool lines).
 VERSION := $(shell sed -n 's/^const Version = "\(.*\)"/\1/p' internal/version/version.go)
 IMAGE ?= ghcr.io/petrelnet/petrel:$(VERSION)
+IMAGE_TOOLS := github.com/osrg/gobgp/v4/cmd/gobgp github.com/containernetworking/plugins/plugins/meta/portmap github.com/containernetworking/plugins/plugins/main/loopback
+# The reference plugins print their release (and a node's installer reads it).
+IMAGE_LDFLAGS = -s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$(shell $(GO) list -m -f '{{.Version}}' github.com/containernetworking/plugins)
 image:
-	docker build -t $(IMAGE) .
+	@if docker info >/dev/null 2>&1; then \
+		docker build -t $(IMAGE) . && docker save -o bin/petrel-image.tar $(IMAGE); \
+	else \
+		rm -rf bin/image && mkdir -p bin/image && \
+		CGO_ENABLED=0 $(GO) build -trimpath -ldflags="$(IMAGE_LDFLAGS)" -o bin/image/ ./cmd/petrel-agent $(IMAGE_TOOLS) && \
+		CGO_ENABLED=0 $(GO) build -trimpath -ldflags="$(IMAGE_LDFLAGS)" -o bin/image/petrel ./cmd/petrel-cni && \
+		$(GO) run ./internal/tools/mkimage -tag $(IMAGE) -out bin/petrel-image.tar -entrypoint /usr/local/bin/petrel-agent \
+			-add /usr/local/bin/petrel-agent=bin/image/petrel-agent:0755 -add /usr/local/bin/gobgp=bin/image/gobgp:0755 \
+			-add /opt/cni/bin/petrel=bin/image/petrel:0755 -add /opt/cni/bin/portmap=bin/image/portmap:0755 \
+			-add /opt/cni/bin/loopback=bin/image/loopback:0755 \
+			-add /etc/iproute2/rt_protos.d/petrel.conf=manifests/rt_protos.conf:0644 && \
+		echo "image $(IMAGE): bin/petrel-image.tar"; \
+	fi
 
 clean:
 	rm -rf bin .tools

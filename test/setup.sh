@@ -14,6 +14,7 @@ apt_packages=(
 	frr                         # the top-of-rack router of the lab tests
 	bird2                       # reference router of the route-install benchmark
 	iperf3                      # throughput in the policy benchmark
+	containerd                  # Debian's 1.6 (with runc): imports and runs Petrel's image
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -1,25 +1,19 @@
 package kube
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/yaml"
 
+	"github.com/petrelnet/petrel/internal/testkit/kubetest"
 	"github.com/petrelnet/petrel/internal/version"
 )
 
@@ -27,30 +21,9 @@ import (
 // is already on the node (no registry needed); the API endpoint may come
 // from an optional ConfigMap.
 func TestManifestImageIsThisVersion(t *testing.T) {
-	f, err := os.Open(filepath.Join("..", "..", "manifests", "petrel.yaml"))
+	ds, err := kubetest.DaemonSet()
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	r := utilyaml.NewYAMLReader(bufio.NewReader(f))
-	var ds *appsv1.DaemonSet
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if bytes.Contains(doc, []byte("kind: DaemonSet")) {
-			ds = &appsv1.DaemonSet{}
-			if err := yaml.UnmarshalStrict(doc, ds); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if ds == nil {
-		t.Fatal("no DaemonSet in the manifest")
 	}
 	containers := append(ds.Spec.Template.Spec.InitContainers, ds.Spec.Template.Spec.Containers...)
 	for _, c := range containers {

@@ -4,11 +4,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/petrelnet/petrel/agent"
@@ -21,11 +24,37 @@ import (
 
 func main() { os.Exit(run()) }
 
+// install is the init container's work: Petrel's plugin, then the chained
+// reference plugins where the node needs them for the conflist version the
+// config asks for (the default when there is no config file).
+func install(plugin, dir, configPath string) int {
+	if err := cni.InstallBinary(plugin, dir); err != nil {
+		fmt.Fprintln(os.Stderr, "petrel-agent:", err)
+		return 1
+	}
+	need := cni.DefaultConfListVersion
+	if cfg, err := config.LoadKubernetes(configPath); err == nil {
+		need = cfg.CNIVersion
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintln(os.Stderr, "petrel-agent: bad config:", err)
+		return 2
+	}
+	said, err := cni.InstallChained(filepath.Dir(plugin), dir, need)
+	for _, s := range said {
+		fmt.Println("install-cni:", s)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "petrel-agent:", err)
+		return 1
+	}
+	return 0
+}
+
 func run() int {
 	configPath := flag.String("config", "/etc/petrel/config.yaml", "standalone configuration file")
 	uninstall := flag.Bool("uninstall", false, "remove Petrel's routes, nftables table and CNI config from this node, then exit")
 	kubeconfig := flag.String("kubeconfig", "", "Kubernetes mode with this kubeconfig (in a pod, the service account is used without it)")
-	installCNI := flag.String("install-cni", "", "copy the CNI plugin (--cni-plugin) into this directory, then exit: the DaemonSet's init container")
+	installCNI := flag.String("install-cni", "", "copy the CNI plugin (--cni-plugin) into this directory, and the reference portmap and loopback beside it where the node has none or none that reads the configured cniVersion, then exit: the DaemonSet's init container")
 	cniPlugin := flag.String("cni-plugin", "/opt/cni/bin/petrel", "the CNI plugin binary --install-cni copies")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
@@ -34,11 +63,7 @@ func run() int {
 		return 0
 	}
 	if *installCNI != "" {
-		if err := cni.InstallBinary(*cniPlugin, *installCNI); err != nil {
-			fmt.Fprintln(os.Stderr, "petrel-agent:", err)
-			return 1
-		}
-		return 0
+		return install(*cniPlugin, *installCNI, *configPath)
 	}
 
 	inKube := *kubeconfig != "" || (kube.InCluster() && !*uninstall)
