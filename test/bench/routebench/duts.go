@@ -12,6 +12,10 @@ import (
 
 // startDUT starts one device under test in ns, peering with the feeder at
 // 10.98.0.1 from 10.98.0.2. It returns the PIDs whose memory counts.
+//
+// The agent's cluster CIDRs hold its own pod CIDR and the fed prefixes
+// (other nodes' pods, as it were), never the feeder's address: a next hop
+// inside the cluster CIDRs is refused.
 func startDUT(dut string, ns netnstest.NS, dir, agentBin string) (func() []int, func(), error) {
 	switch dut {
 	case "petrel":
@@ -19,7 +23,7 @@ func startDUT(dut string, ns netnstest.NS, dir, agentBin string) (func() []int, 
 routerID: 10.98.0.2
 asn: 65001
 podCIDRs: [10.127.0.0/24]
-clusterCIDRs: [10.0.0.0/8]
+clusterCIDRs: [10.127.0.0/16, 10.128.0.0/9]
 dataDir: %[1]s/data
 cniConfDir: %[1]s/net.d
 logLevel: warn
