@@ -74,16 +74,26 @@ func selectRoute(prefix netip.Prefix, paths []candidate) (Route, bool) {
 type rib struct {
 	mu  sync.Mutex
 	set map[netip.Prefix]map[netip.Addr]candidate // by peer; zero: originated here
+	// routes are the kernel routes of the prefixes, kept up to date by
+	// apply for the prefixes an event touches, so that Routes, called at
+	// every sync during a flood of updates, only collects them.
+	routes map[netip.Prefix]Route
+}
+
+func newRib() rib {
+	return rib{set: map[netip.Prefix]map[netip.Addr]candidate{}, routes: map[netip.Prefix]Route{}}
 }
 
 func (r *rib) apply(paths []*apiutil.Path) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	touched := make(map[netip.Prefix]struct{}, len(paths))
 	for _, p := range paths {
 		n, ok := p.Nlri.(*bgp.IPAddrPrefix)
 		if !ok {
 			continue
 		}
+		touched[n.Prefix] = struct{}{}
 		peer, nh := p.PeerAddress, nextHop(p)
 		set := r.set[n.Prefix]
 		if p.Withdrawal {
@@ -101,21 +111,27 @@ func (r *rib) apply(paths []*apiutil.Path) {
 		}
 		set[peer] = candidate{best: true, local: !peer.IsValid(), nextHop: nh}
 	}
+	var cs []candidate
+	for prefix := range touched {
+		cs = cs[:0]
+		for _, c := range r.set[prefix] {
+			cs = append(cs, c)
+		}
+		if route, ok := selectRoute(prefix, cs); ok {
+			r.routes[prefix] = route
+		} else {
+			delete(r.routes, prefix)
+		}
+	}
 }
 
 // Routes returns the kernel routes for what the speaker has learned, both
 // families, sorted by prefix.
 func (s *Speaker) Routes() ([]Route, error) {
 	s.rib.mu.Lock()
-	out := make([]Route, 0, len(s.rib.set))
-	for prefix, set := range s.rib.set {
-		cs := make([]candidate, 0, len(set))
-		for _, c := range set {
-			cs = append(cs, c)
-		}
-		if r, ok := selectRoute(prefix, cs); ok {
-			out = append(out, r)
-		}
+	out := make([]Route, 0, len(s.rib.routes))
+	for _, r := range s.rib.routes {
+		out = append(out, r)
 	}
 	s.rib.mu.Unlock()
 	slices.SortFunc(out, func(a, b Route) int {

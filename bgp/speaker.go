@@ -67,7 +67,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 		peers: map[netip.Addr]Peer{}, adverts: map[netip.Prefix]bool{},
 		dropped: map[netip.Addr]bool{}, states: map[netip.Addr]string{}, prints: map[netip.Addr]string{},
 		limited: map[netip.Addr]limited{},
-		rib:     rib{set: map[netip.Prefix]map[netip.Addr]candidate{}},
+		rib:     newRib(),
 	}
 	go s.srv.Serve()
 	global := &api.Global{Asn: cfg.ASN, RouterId: cfg.RouterID.String(), ListenPort: cfg.ListenPort, UseMultiplePaths: true}

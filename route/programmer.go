@@ -63,17 +63,15 @@ func (p *Programmer) Invalidate() {
 	p.mu.Unlock()
 }
 
-// current returns what the table holds, from memory when it can.
-func (p *Programmer) current() ([]Route, error) {
+// current returns what the table holds, from memory when it can. Only
+// Sync (never concurrent with itself) changes the map it returns;
+// Invalidate merely drops it.
+func (p *Programmer) current() (map[netip.Prefix]Route, error) {
 	p.mu.Lock()
 	cached := p.installed
 	p.mu.Unlock()
 	if cached != nil {
-		out := make([]Route, 0, len(cached))
-		for _, r := range cached {
-			out = append(out, r)
-		}
-		return out, nil
+		return cached, nil
 	}
 	have, err := p.table.List()
 	if err != nil {
@@ -86,7 +84,7 @@ func (p *Programmer) current() ([]Route, error) {
 	p.mu.Lock()
 	p.installed = m
 	p.mu.Unlock()
-	return have, nil
+	return m, nil
 }
 
 // Result says what a Sync changed, and how many wanted routes foreign
@@ -100,35 +98,40 @@ type Result struct {
 // attempted and joined; a duplicate or malformed desired route is an error
 // before anything is touched.
 func (p *Programmer) Sync(ctx context.Context, want []Route) (Result, error) {
-	seen := map[netip.Prefix]bool{}
-	for _, r := range want {
-		if err := r.validate(); err != nil {
-			return Result{}, err
-		}
-		if seen[r.Prefix] {
-			return Result{}, fmt.Errorf("route %s: desired twice", r.Prefix)
-		}
-		seen[r.Prefix] = true
-	}
+	// One pass over want against the installed routes, one set of the
+	// wanted prefixes: during a flood of updates Sync runs every few
+	// milliseconds over the whole table, so it must not rebuild it.
 	have, err := p.current()
 	if err != nil {
 		return Result{}, fmt.Errorf("list routes: %w", err)
 	}
-	replace, remove := Diff(have, want)
+	wanted := make(map[netip.Prefix]struct{}, len(want))
+	var add, change, remove []Route
+	for _, r := range want {
+		if err := r.validate(); err != nil {
+			return Result{}, err
+		}
+		if _, dup := wanted[r.Prefix]; dup {
+			return Result{}, fmt.Errorf("route %s: desired twice", r.Prefix)
+		}
+		wanted[r.Prefix] = struct{}{}
+		switch cur, ok := have[r.Prefix]; {
+		case !ok:
+			add = append(add, r.normal())
+		case !cur.equal(r):
+			change = append(change, r.normal())
+		}
+	}
+	for prefix, r := range have {
+		if _, ok := wanted[prefix]; !ok {
+			remove = append(remove, r)
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
-	ours := make(map[netip.Prefix]bool, len(have))
-	for _, r := range have {
-		ours[r.Prefix] = true
-	}
-	var add, change []Route
-	for _, r := range replace {
-		if ours[r.Prefix] {
-			change = append(change, r)
-		} else {
-			add = append(add, r)
-		}
+	for _, rs := range [][]Route{add, change, remove} {
+		slices.SortFunc(rs, byPrefix)
 	}
 	var res Result
 	var errs []error
@@ -150,7 +153,7 @@ func (p *Programmer) Sync(ctx context.Context, want []Route) (Result, error) {
 		}
 	}
 	p.remember(done, gone, len(errs) > 0)
-	p.reportHeld(held, want)
+	p.reportHeld(held, wanted)
 	res.Held = len(p.held)
 	if res.Replaced+res.Removed > 0 {
 		p.log.Debug("routes synced", "replaced", res.Replaced, "removed", res.Removed)
@@ -171,11 +174,7 @@ func applied(i int, add, change, remove []Route) (Route, string) {
 
 // reportHeld logs each prefix a foreign route starts or stops holding.
 // A held route that is no longer wanted is simply forgotten.
-func (p *Programmer) reportHeld(now map[netip.Prefix]Route, want []Route) {
-	wanted := make(map[netip.Prefix]bool, len(want))
-	for _, r := range want {
-		wanted[r.Prefix] = true
-	}
+func (p *Programmer) reportHeld(now map[netip.Prefix]Route, wanted map[netip.Prefix]struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for prefix, r := range now {
@@ -188,7 +187,7 @@ func (p *Programmer) reportHeld(now map[netip.Prefix]Route, want []Route) {
 		if _, still := now[prefix]; still {
 			continue
 		}
-		if wanted[prefix] {
+		if _, ok := wanted[prefix]; ok {
 			p.log.Info("route installed: the prefix is free again", "prefix", prefix)
 		}
 		delete(p.held, prefix)

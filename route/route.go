@@ -70,6 +70,14 @@ func (r Route) validate() error {
 	return nil
 }
 
+// byPrefix orders routes by prefix address, then length.
+func byPrefix(a, b Route) int {
+	if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+		return c
+	}
+	return a.Prefix.Bits() - b.Prefix.Bits()
+}
+
 // Diff returns the routes to install or replace and the routes to delete to
 // turn have into want. Both results are sorted by prefix.
 func Diff(have, want []Route) (replace, remove []Route) {
@@ -88,12 +96,6 @@ func Diff(have, want []Route) (replace, remove []Route) {
 		if !w[r.Prefix] {
 			remove = append(remove, r)
 		}
-	}
-	byPrefix := func(a, b Route) int {
-		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
-			return c
-		}
-		return a.Prefix.Bits() - b.Prefix.Bits()
 	}
 	slices.SortFunc(replace, byPrefix)
 	slices.SortFunc(remove, byPrefix)

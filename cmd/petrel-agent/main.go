@@ -57,6 +57,8 @@ func run() int {
 	installCNI := flag.String("install-cni", "", "copy the CNI plugin (--cni-plugin) into this directory, and the reference portmap and loopback beside it where the node has none or none that reads the configured cniVersion, then exit: the DaemonSet's init container")
 	cniPlugin := flag.String("cni-plugin", "/opt/cni/bin/petrel", "the CNI plugin binary --install-cni copies")
 	showVersion := flag.Bool("version", false, "print the version and exit")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the agent's run to this file (written when it stops)")
+	memProfile := flag.String("memprofile", "", "write a heap profile (allocations since start) to this file when the agent stops")
 	flag.Parse()
 	if *showVersion {
 		fmt.Println("petrel-agent", version.Version)
@@ -98,6 +100,12 @@ func run() int {
 		log.Error("agent cannot start", "err", err)
 		return 1
 	}
+	stopProfiles, err := startProfiles(*cpuProfile, *memProfile)
+	if err != nil {
+		log.Error("agent cannot start", "err", err)
+		return 2
+	}
+	defer stopProfiles()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := agent.Run(ctx, cfg, log, src, dp); err != nil {

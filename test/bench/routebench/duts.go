@@ -16,7 +16,7 @@ import (
 // The agent's cluster CIDRs hold its own pod CIDR and the fed prefixes
 // (other nodes' pods, as it were), never the feeder's address: a next hop
 // inside the cluster CIDRs is refused.
-func startDUT(dut string, ns netnstest.NS, dir, agentBin string) (func() []int, func(), error) {
+func startDUT(dut string, ns netnstest.NS, dir, agentBin, profile string) (func() []int, func(), error) {
 	switch dut {
 	case "petrel":
 		conf := fmt.Sprintf(`nodeName: dut
@@ -34,11 +34,16 @@ peers:
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			return nil, nil, err
 		}
-		p, err := labtest.StartProc(ns, filepath.Join(dir, "agent.log"), agentBin, "--config", path)
+		args := []string{"--config", path}
+		if profile != "" {
+			args = append(args, "--cpuprofile", profile+".cpu", "--memprofile", profile+".heap")
+		}
+		p, err := labtest.StartProc(ns, filepath.Join(dir, "agent.log"), agentBin, args...)
 		if err != nil {
 			return nil, nil, err
 		}
-		return func() []int { return []int{p.Cmd.Process.Pid} }, func() { p.Signal(syscall.SIGKILL) }, nil
+		// SIGTERM: the agent writes its profiles as it stops.
+		return func() []int { return []int{p.Cmd.Process.Pid} }, func() { p.Signal(syscall.SIGTERM) }, nil
 	case "frr":
 		conf := "router bgp 65001\n bgp router-id 10.98.0.2\n no bgp ebgp-requires-policy\n" +
 			" neighbor 10.98.0.1 remote-as 65000\n neighbor 10.98.0.1 timers connect 1\n!\n"

@@ -40,6 +40,7 @@ func run() int {
 	agent := flag.String("agent", "bin/petrel-agent", "petrel-agent binary")
 	sizes := flag.String("sizes", "10000,100000", "prefix counts")
 	duts := flag.String("duts", "petrel,frr,bird", "devices under test")
+	profile := flag.String("profile", "", "write the agent's CPU and heap profiles into this directory (petrel-<prefixes>.cpu/.heap; go tool pprof)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "routebench: needs root (network namespaces)")
@@ -56,7 +57,12 @@ func run() int {
 			return 2
 		}
 		for _, dut := range strings.Split(*duts, ",") {
-			d, rss, err := measure(dut, n, abs)
+			prof := ""
+			if *profile != "" && dut == "petrel" {
+				os.MkdirAll(*profile, 0o755)
+				prof, _ = filepath.Abs(filepath.Join(*profile, fmt.Sprintf("petrel-%d", n)))
+			}
+			d, rss, err := measure(dut, n, abs, prof)
 			if err != nil {
 				fmt.Printf("%-22s %9d %12s %14s  (%v)\n", label(dut), n, "failed", "-", err)
 				failed = true
@@ -76,7 +82,7 @@ func label(dut string) string {
 }
 
 // measure builds a fresh feeder/DUT pair, feeds n prefixes, and tears down.
-func measure(dut string, n int, agentBin string) (time.Duration, int, error) {
+func measure(dut string, n int, agentBin, profile string) (time.Duration, int, error) {
 	dir, err := os.MkdirTemp("", "routebench")
 	if err != nil {
 		return 0, 0, err
@@ -108,7 +114,7 @@ func measure(dut string, n int, agentBin string) (time.Duration, int, error) {
 		return 0, 0, err
 	}
 	defer counter.Close()
-	pids, stop, err := startDUT(dut, dutNS, dir, agentBin)
+	pids, stop, err := startDUT(dut, dutNS, dir, agentBin, profile)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -226,7 +232,11 @@ func feeder(args []string) int {
 		v := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(i)<<6
 		adverts[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 26)
 	}
-	peer := bgp.Peer{Address: netip.MustParseAddr("10.98.0.2"), ASN: 65001, ConnectRetry: time.Second, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second}
+	// FRR announces everything back (the feeder drops it as an AS loop,
+	// after counting it): the feeder's prefix limit must not end the
+	// session under it.
+	peer := bgp.Peer{Address: netip.MustParseAddr("10.98.0.2"), ASN: 65001, ConnectRetry: time.Second, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second,
+		MaxPrefixes: 1 << 20}
 	if _, err := sp.Set(ctx, []bgp.Peer{peer}, bgp.Adverts{Prefixes: adverts}); err != nil {
 		fmt.Fprintln(os.Stderr, "feeder:", err)
 		return 1
