@@ -163,7 +163,7 @@ func writeArchive(out string, ref name.Tag, img v1.Image) error {
 		return err
 	}
 	err = p.AppendImage(img, layout.WithAnnotations(map[string]string{
-		"io.containerd.image.name":         ref.Name(),
+		"io.containerd.image.name":          ref.Name(),
 		"org.opencontainers.image.ref.name": ref.TagStr(),
 	}))
 	if err != nil {
