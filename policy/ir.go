@@ -147,20 +147,7 @@ func (s *Set) normalize() {
 			s.Elems = disjoint(s.Elems)
 			return
 		}
-		var merged []Elem
-		for _, e := range s.Elems {
-			if n := len(merged); n > 0 {
-				last := &merged[n-1]
-				if next := last.AddrHi.Next(); !next.IsValid() || e.AddrLo.Compare(next) <= 0 {
-					if e.AddrHi.Compare(last.AddrHi) > 0 {
-						last.AddrHi = e.AddrHi
-					}
-					continue
-				}
-			}
-			merged = append(merged, e)
-		}
-		s.Elems = merged
+		s.Elems = mergeAddrs(s.Elems, nil)
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/petrelnet/petrel/bgp/sim"
 	"github.com/petrelnet/petrel/internal/testkit/labtest"
 	"github.com/petrelnet/petrel/internal/testkit/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/procstat"
 )
 
 const asn = 64512
@@ -176,8 +177,8 @@ func measure(n int, agentBin string) (result, error) {
 		return r, err
 	}
 	r.converged = time.Since(start)
-	r.cpu = cpuSeconds(b.agent.Cmd.Process.Pid)
-	r.rss = vmHWM(b.agent.Cmd.Process.Pid)
+	r.cpu = procstat.CPUSeconds(b.agent.Cmd.Process.Pid)
+	r.rss = procstat.PeakRSS(b.agent.Cmd.Process.Pid)
 
 	// Node 0 gets new pod CIDRs: until every other node has them.
 	t := time.Now()

@@ -25,6 +25,7 @@ import (
 	"github.com/petrelnet/petrel/bgp"
 	"github.com/petrelnet/petrel/internal/testkit/labtest"
 	"github.com/petrelnet/petrel/internal/testkit/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/procstat"
 )
 
 var fed = netip.MustParsePrefix("10.128.0.0/9")
@@ -133,7 +134,7 @@ func measure(dut string, n int, agentBin, profile string) (time.Duration, int, e
 	}
 	rss := 0
 	for _, pid := range pids() {
-		rss += vmHWM(pid)
+		rss += procstat.PeakRSS(pid)
 	}
 	return counter.Last.Sub(start), rss, nil
 }
@@ -171,20 +172,6 @@ func wire(feed, dut netnstest.NS) error {
 		}
 	}
 	return nil
-}
-
-func vmHWM(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return kb
-		}
-	}
-	return 0
 }
 
 // startFeeder re-runs this binary as the feeder inside its namespace and
