@@ -288,6 +288,7 @@ podCIDRs: [10.127.0.0/24, fd00:127::/64]
 clusterCIDRs: [10.127.0.0/16, %[3]s, fd00:127::/48, %[4]s]
 dataDir: %[5]s/data
 cniConfDir: %[5]s/net.d
+grpcAddress: unix://%[5]s/gobgp.sock
 routeReflector: true
 logLevel: warn
 peers:

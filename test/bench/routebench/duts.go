@@ -26,6 +26,7 @@ podCIDRs: [10.127.0.0/24]
 clusterCIDRs: [10.127.0.0/16, 10.128.0.0/9]
 dataDir: %[1]s/data
 cniConfDir: %[1]s/net.d
+grpcAddress: unix://%[1]s/gobgp.sock
 logLevel: warn
 peers:
   - {address: 10.98.0.1, asn: 65000, holdTime: 9s, keepaliveTime: 3s, connectRetry: 1s, maxPrefixes: 1000000}
