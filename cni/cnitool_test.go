@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,20 +48,14 @@ func TestCnitoolPortmapChain(t *testing.T) {
 		}
 	}
 	pod, other := newPodNS(t), newPodNS(t)
-	env := append(os.Environ(), "NETCONFPATH="+confDir, "CNI_PATH="+filepath.Dir(pluginBin)+":/usr/lib/cni",
-		`CAP_ARGS={"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}`)
+	env := []string{"NETCONFPATH=" + confDir, "CNI_PATH=" + filepath.Dir(pluginBin) + ":/usr/lib/cni",
+		`CAP_ARGS={"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}`}
 	tool := func(verb, network string, pod netnstest.NS) string {
-		cmd := exec.Command(cnitool, verb, network, pod.Path())
-		cmd.Env = env
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := n.ns.Start(cmd); err != nil {
-			t.Fatal(err)
+		out, err := n.client(cnitool, env, verb, network, pod.Path())
+		if err != nil {
+			t.Fatalf("cnitool %s: %v\n%s", verb, err, out)
 		}
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("cnitool %s: %v\n%s", verb, err, out.String())
-		}
-		return out.String()
+		return out
 	}
 	out := tool("add", "petrel-portmap", pod)
 	if !strings.Contains(out, `"10.244.1.2/32"`) {
@@ -134,16 +127,8 @@ func TestConfListWithAnOlderRuntime(t *testing.T) {
 		if _, err := cni.WriteConfList(dir, c); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(old, verb, cni.PluginType, pod.Path())
-		cmd.Env = append(os.Environ(), "NETCONFPATH="+dir, "CNI_PATH="+filepath.Dir(pluginBin)+":/usr/lib/cni",
-			`CAP_ARGS={"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}`)
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := n.ns.Start(cmd); err != nil {
-			t.Fatal(err)
-		}
-		err := cmd.Wait()
-		return out.String(), err
+		return n.client(old, []string{"NETCONFPATH=" + dir, "CNI_PATH=" + filepath.Dir(pluginBin) + ":/usr/lib/cni",
+			`CAP_ARGS={"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}`}, verb, cni.PluginType, pod.Path())
 	}
 	pod := newPodNS(t)
 	out, err := run(cni.DefaultConfListVersion, "add", pod)

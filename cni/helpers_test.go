@@ -179,3 +179,17 @@ func (n *node) leftovers() string {
 }
 
 func newPodNS(t testing.TB) netnstest.NS { return netnstest.New(t, "pod") }
+
+// client runs a runtime client (cnitool) inside the node namespace with
+// extra environment, and returns its combined output.
+func (n *node) client(bin string, env []string, args ...string) (string, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := n.ns.Start(cmd); err != nil {
+		n.t.Fatal(err)
+	}
+	err := cmd.Wait()
+	return out.String(), err
+}

@@ -39,15 +39,7 @@ func TestChainedDelFailureLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	tool := func(verb string, pod netnstest.NS) (string, error) {
-		cmd := exec.Command(cnitool, verb, "petrel", pod.Path())
-		cmd.Env = append(os.Environ(), "NETCONFPATH="+dir, "CNI_PATH="+filepath.Dir(pluginBin)+":"+bin)
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := n.ns.Start(cmd); err != nil {
-			t.Fatal(err)
-		}
-		err := cmd.Wait()
-		return out.String(), err
+		return n.client(cnitool, []string{"NETCONFPATH=" + dir, "CNI_PATH=" + filepath.Dir(pluginBin) + ":" + bin}, verb, "petrel", pod.Path())
 	}
 	release := func(minAge time.Duration) int {
 		var freed int
