@@ -14,7 +14,7 @@ apt_packages=(
 	frr                         # the top-of-rack router of the lab tests
 	bird2                       # reference router of the route-install benchmark
 	iperf3                      # throughput in the policy benchmark
-	containerd                  # Debian's 1.6 (with runc): imports and runs Petrel's image
+	containerd                  # Debian's 1.6 (with runc): imports and runs Petrel's image; the older real node
 )
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -57,6 +57,23 @@ if [[ ! -x "$root/.tools/bin/gobgp" || "$(cat "$stamp" 2>/dev/null)" != "$gobgp_
 	echo "$gobgp_version" >"$stamp"
 fi
 
-# A real kube-apiserver and etcd for the Kubernetes integration tests, built
-# from the Go module proxy once per version (minutes the first time).
+# containerd 2.x for the real-node test (test/node: its ContainerdV2), with
+# its own ctr and runc shim; Debian's runc runs the containers.
+ctrd_version=v2.2.9
+ctrd_dir="$root/.tools/containerd-$ctrd_version"
+if [[ ! -x "$ctrd_dir/containerd-shim-runc-v2" ]]; then
+	echo "setup: building containerd $ctrd_version"
+	tmp=$(mktemp -d)
+	GOBIN="$tmp" CGO_ENABLED=0 go install "github.com/containerd/containerd/v2/cmd/containerd@$ctrd_version" \
+		"github.com/containerd/containerd/v2/cmd/ctr@$ctrd_version" \
+		"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$ctrd_version"
+	mkdir -p "$ctrd_dir"
+	install -m 755 "$tmp/containerd" "$tmp/ctr" "$ctrd_dir/"
+	install -m 755 "$tmp/containerd-shim-runc-v2" "$ctrd_dir/" # last: marks the set complete
+	rm -rf "$tmp"
+fi
+
+# A real kube-apiserver and etcd for the Kubernetes integration tests, and
+# a node's kubelet, controllers, kube-proxy and kubectl for the real-node
+# test, built from the Go module proxy once per version (minutes the first time).
 "$root/test/kube/build.sh"

@@ -78,14 +78,23 @@ func (c *Cluster) RegisterNodes(ctx context.Context, l *labtest.TorLab) error {
 		if err := c.RegisterNode(ctx, n); err != nil {
 			return err
 		}
-		sessions := []string{"v4", "v6"}
-		if l.FRR2 != nil {
-			sessions = append(sessions, "tor2")
+		if err := c.RegisterPeers(ctx, n); err != nil {
+			return err
 		}
-		for _, fam := range sessions {
-			if err := c.RegisterPeer(ctx, n, fam); err != nil {
-				return err
-			}
+	}
+	return nil
+}
+
+// RegisterPeers creates n's BGPPeers for its ToR sessions (v4, v6, and
+// with two ToRs tor2).
+func (c *Cluster) RegisterPeers(ctx context.Context, n *labtest.Node) error {
+	sessions := []string{"v4", "v6"}
+	if c.dualToR {
+		sessions = append(sessions, "tor2")
+	}
+	for _, fam := range sessions {
+		if err := c.RegisterPeer(ctx, n, fam); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -42,6 +42,18 @@ type Server struct {
 	host       string       // the API server's address
 	ns         netnstest.NS // where both run; the zero NS is the caller's own
 	detached   bool         // outlive the caller (Launch): no parent-death signal
+	opts       Options
+	extra      []*proc // StartBinary's
+}
+
+// Options turn the API server into one real nodes can join.
+type Options struct {
+	// NodeTokens: a bearer token for each node's kubelet (user
+	// system:node:<name>, group system:nodes). Not empty: the Node
+	// authorizer, ServiceAccount admission (pods get tokens) and the
+	// kubernetes Service's endpoints kept by the API server, as in a real
+	// cluster; empty: none of them (tests play the kubelet).
+	NodeTokens map[string]string
 }
 
 // BinDir is where test/kube/build.sh puts the binaries, found from the
@@ -71,7 +83,7 @@ func Launch(dir string, ns netnstest.NS, host string) (*Server, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return start(dir, bin, ns, host, true)
+	return start(dir, bin, ns, host, true, Options{})
 }
 
 // PIDs are the servers' process IDs.
@@ -90,14 +102,21 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // Start runs a fresh API server for the test (one per package is the
 // economical use: it takes about two seconds and 300 MB). In CI missing
 // binaries fail the test; elsewhere they skip it.
-func Start(t testing.TB) *Server { return startFor(t, netnstest.NS{}, "127.0.0.1") }
+func Start(t testing.TB) *Server { return startFor(t, netnstest.NS{}, "127.0.0.1", Options{}) }
 
 // StartIn runs the servers inside ns, the API server on host (an address
 // of ns), so that processes in other namespaces linked to it reach the
 // API. Clients in the test process connect through Dial.
-func StartIn(t testing.TB, ns netnstest.NS, host string) *Server { return startFor(t, ns, host) }
+func StartIn(t testing.TB, ns netnstest.NS, host string) *Server {
+	return startFor(t, ns, host, Options{})
+}
 
-func startFor(t testing.TB, ns netnstest.NS, host string) *Server {
+// StartInWith is StartIn with options.
+func StartInWith(t testing.TB, ns netnstest.NS, host string, opts Options) *Server {
+	return startFor(t, ns, host, opts)
+}
+
+func startFor(t testing.TB, ns netnstest.NS, host string, opts Options) *Server {
 	t.Helper()
 	netnstest.SkipInUnitTier(t)
 	bin := BinDir()
@@ -107,7 +126,7 @@ func startFor(t testing.TB, ns netnstest.NS, host string) *Server {
 		}
 		t.Skipf("kube-apiserver and etcd not built in %s: run test/kube/build.sh", bin)
 	}
-	s, err := start(t.TempDir(), bin, ns, host, false)
+	s, err := start(t.TempDir(), bin, ns, host, false, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,10 +149,10 @@ func (s *Server) Dial(ctx context.Context, network, addr string) (net.Conn, erro
 	return c, err
 }
 
-func start(dir, bin string, ns netnstest.NS, host string, detached bool) (*Server, error) {
+func start(dir, bin string, ns netnstest.NS, host string, detached bool, opts Options) (*Server, error) {
 	tok := make([]byte, 16)
 	rand.Read(tok)
-	s := &Server{dir: dir, bin: bin, Token: hex.EncodeToString(tok), ns: ns, host: host, detached: detached}
+	s := &Server{dir: dir, bin: bin, Token: hex.EncodeToString(tok), ns: ns, host: host, detached: detached, opts: opts}
 	var err error
 	if ns.Name != "" {
 		s.etcdPort, s.apiPort = 2379, 6443 // a namespace of its own: every port is free
@@ -180,6 +199,9 @@ func (s *Server) writeFiles() error {
 	files := map[string]string{
 		"sa.key": string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})),
 		"tokens": s.Token + ",admin,admin-uid,system:masters\n",
+	}
+	for node, tok := range s.opts.NodeTokens {
+		files["tokens"] += fmt.Sprintf("%s,system:node:%s,node-%s,system:nodes\n", tok, node, node)
 	}
 	s.Kubeconfig = filepath.Join(s.dir, "kubeconfig")
 	files["kubeconfig"] = s.kubeconfig("")
@@ -257,7 +279,12 @@ func (s *Server) StartEtcd() error {
 // StartAPI (re)starts the API server and waits until it is ready.
 func (s *Server) StartAPI() error {
 	var err error
-	s.api, err = s.proc("kube-apiserver",
+	cluster := []string{"--authorization-mode", "RBAC", "--endpoint-reconciler-type", "none",
+		"--disable-admission-plugins", "ServiceAccount"}
+	if len(s.opts.NodeTokens) > 0 {
+		cluster = []string{"--authorization-mode", "Node,RBAC", "--kubelet-preferred-address-types", "InternalIP,Hostname"}
+	}
+	s.api, err = s.proc("kube-apiserver", append([]string{
 		"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", s.etcdPort),
 		"--bind-address", s.host, "--advertise-address", s.host, "--secure-port", strconv.Itoa(s.apiPort),
 		"--cert-dir", filepath.Join(s.dir, "certs"),
@@ -265,10 +292,7 @@ func (s *Server) StartAPI() error {
 		"--service-account-key-file", filepath.Join(s.dir, "sa.key"),
 		"--service-account-signing-key-file", filepath.Join(s.dir, "sa.key"),
 		"--token-auth-file", filepath.Join(s.dir, "tokens"),
-		"--authorization-mode", "RBAC",
-		"--service-cluster-ip-range", "10.96.0.0/16",
-		"--endpoint-reconciler-type", "none",
-		"--disable-admission-plugins", "ServiceAccount")
+		"--service-cluster-ip-range", "10.96.0.0/16"}, cluster...)...)
 	if err != nil {
 		return err
 	}
@@ -296,11 +320,42 @@ func (s *Server) waitReady(limit time.Duration) error {
 	return fmt.Errorf("kube-apiserver not ready within %s:\n%s", limit, b)
 }
 
+// ServingCert is the API server's self-signed certificate and its CA (a
+// controller-manager's --root-ca-file).
+func (s *Server) ServingCert() string { return filepath.Join(s.dir, "certs", "apiserver.crt") }
+
+// SAKey is the service-account signing key (a controller-manager's
+// --service-account-private-key-file).
+func (s *Server) SAKey() string { return filepath.Join(s.dir, "sa.key") }
+
+// StartBinary runs another binary of BinDir beside the servers (in their
+// namespace, logging to <dir>/<name>.log, stopped by Stop): the
+// controller-manager, the scheduler.
+func (s *Server) StartBinary(name string, args ...string) error {
+	p, err := s.proc(name, args...)
+	if err == nil {
+		s.extra = append(s.extra, p)
+	}
+	return err
+}
+
+// Log is the tail of a process's log, for a failure message.
+func (s *Server) Log(name string) string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, name+".log"))
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
 // StopAPI stops the API server only (etcd keeps the data): an outage.
 func (s *Server) StopAPI() { stop(s.api) }
 
 // Stop stops both servers.
 func (s *Server) Stop() {
+	for _, p := range s.extra {
+		stop(p)
+	}
 	stop(s.api)
 	stop(s.etcd)
 }
