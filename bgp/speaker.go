@@ -54,7 +54,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 	}
 	lvl := &slog.LevelVar{}
 	lvl.Set(slog.LevelInfo)
-	opts := []server.ServerOption{server.LoggerOption(log.With("component", "gobgp"), lvl)}
+	opts := []server.ServerOption{server.LoggerOption(log.With("library", "gobgp"), lvl)}
 	if cfg.GRPCAddress != "" {
 		if err := prepareSocket(cfg.GRPCAddress); err != nil {
 			return nil, err

@@ -49,17 +49,17 @@ func InstallChained(srcDir, dstDir, need string) ([]string, error) {
 		case errors.Is(missing, fs.ErrNotExist):
 			said = append(said, fmt.Sprintf("%s: none on the node, installed Petrel's", name))
 		case known && reads:
-			said = append(said, fmt.Sprintf("%s: the node's reads CNI %s, kept", name, need))
+			said = append(said, fmt.Sprintf("%s: the node's %[1]s reads CNI %s, kept", name, need))
 			continue
 		case !known:
-			said = append(said, fmt.Sprintf("%s: cannot tell whether the node's reads CNI %s, kept; if pods fail with an unsupported version, set cniVersion to one it reads", name, need))
+			said = append(said, fmt.Sprintf("%s: cannot tell whether the node's %[1]s reads CNI %s, kept; if pods fail with an unsupported version, set cniVersion to one it reads", name, need))
 			continue
 		default:
 			if ours, ok := readsVersion(src, need); !ok || !ours {
-				said = append(said, fmt.Sprintf("%s: the node's does not read CNI %s and neither does Petrel's, kept", name, need))
+				said = append(said, fmt.Sprintf("%s: the node's %[1]s does not read CNI %s and neither does Petrel's, kept", name, need))
 				continue
 			}
-			said = append(said, fmt.Sprintf("%s: the node's cannot read CNI %s, replaced with Petrel's", name, need))
+			said = append(said, fmt.Sprintf("%s: the node's %[1]s cannot read CNI %s, replaced with Petrel's", name, need))
 		}
 		errs = append(errs, installFile(src, dst))
 	}

@@ -76,7 +76,9 @@ func (n *Node) Root(path string) string { return filepath.Join(n.Dir, "root", pa
 var private = []string{"/etc/cni/net.d", "/opt", "/var/lib", "/var/log", "/run/netns"}
 
 // Start brings the node up and registers its teardown; the kubelet joins
-// the cluster (the caller waits for what it needs).
+// the cluster (the caller waits for what it needs). Its files (logs, pod
+// logs under root/var/log/pods) are kept when the test fails or
+// PETREL_KEEP_NODE is set.
 func Start(t testing.TB, cfg Config) *Node {
 	t.Helper()
 	netnstest.RequireRoot(t)
@@ -96,7 +98,7 @@ func Start(t testing.TB, cfg Config) *Node {
 		if err := n.stop(); err != nil {
 			t.Errorf("real node teardown: %v", err)
 		}
-		if !t.Failed() {
+		if !t.Failed() && os.Getenv("PETREL_KEEP_NODE") == "" {
 			os.RemoveAll(dir)
 		} else {
 			t.Logf("real node files kept in %s", dir)
