@@ -136,6 +136,9 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	if prev != stateName(state) {
 		s.log.Info("bgp session", "peer", addr, "from", prev, "to", stateName(state))
 		s.poke()
+		if state == bgp.BGP_FSM_ESTABLISHED {
+			go s.resendWhenEstablished(addr.String()) // resend.go
+		}
 	}
 }
 
