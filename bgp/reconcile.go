@@ -67,9 +67,13 @@ func peerPrint(p *api.Peer) string {
 }
 
 // listPeers returns GoBGP's peers by address.
-func (s *Speaker) listPeers(ctx context.Context) (map[netip.Addr]*api.Peer, error) {
+func (s *Speaker) listPeers(ctx context.Context, only ...netip.Addr) (map[netip.Addr]*api.Peer, error) {
 	out := map[netip.Addr]*api.Peer{}
-	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+	req := &api.ListPeerRequest{}
+	if len(only) == 1 {
+		req.Address = only[0].String() // one peer rendered, not all
+	}
+	err := s.srv.ListPeer(ctx, req, func(p *api.Peer) {
 		if a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress()); err == nil {
 			out[a] = p
 		}

@@ -43,6 +43,9 @@ type Speaker struct {
 	// communities go on every originated path; originatedWith is what the
 	// current paths carry.
 	communities, originatedWith []uint32
+
+	resend *resender // resend.go
+	stop   context.CancelFunc
 }
 
 // New starts a speaker with no peers and no paths. poke is called (and must
@@ -68,7 +71,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 		dropped: map[netip.Addr]bool{}, states: map[netip.Addr]string{}, prints: map[netip.Addr]string{},
 		limited: map[netip.Addr]limited{},
 		rib:     newRib(),
+		resend:  newResender(),
 	}
+	var rctx context.Context
+	rctx, s.stop = context.WithCancel(ctx)
+	go s.runResender(rctx)
 	go s.srv.Serve()
 	global := &api.Global{Asn: cfg.ASN, RouterId: cfg.RouterID.String(), ListenPort: cfg.ListenPort, UseMultiplePaths: true}
 	for _, a := range cfg.ListenAddresses {
@@ -88,7 +95,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 		}, server.WatchBestPath(false), server.WatchPeer())
 	}
 	if err != nil {
-		s.srv.Stop()
+		s.Stop()
 		return nil, fmt.Errorf("start bgp: %w", err)
 	}
 	return s, nil
@@ -102,7 +109,10 @@ func (s *Speaker) Collector() prometheus.Collector { return metrics.NewBgpCollec
 // routes at once) and stops the speaker: for leaving for good. A restart
 // should instead just exit, so that peers keep the routes as stale
 // (graceful restart) until the new process announces them again.
-func (s *Speaker) Stop() { s.srv.Stop() }
+func (s *Speaker) Stop() {
+	s.stop()
+	s.srv.Stop()
+}
 
 // onPeer records session states. A session that falls back to Idle after
 // it got as far as OpenSent is marked for recreation: GoBGP holds a dropped peer idle for a fixed 5 s
@@ -137,7 +147,7 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 		s.log.Info("bgp session", "peer", addr, "from", prev, "to", stateName(state))
 		s.poke()
 		if state == bgp.BGP_FSM_ESTABLISHED {
-			go s.resendWhenEstablished(addr.String()) // resend.go
+			s.resend.established(addr) // resend.go
 		}
 	}
 }
@@ -253,7 +263,7 @@ func (s *Speaker) setPeers(ctx context.Context, want map[netip.Addr]Peer, c *Cha
 			l.retryAt = time.Time{} // retried: the next shutdown waits longer
 			s.limited[addr] = l
 		}
-		if got, err := s.listPeers(ctx); err == nil && got[addr] != nil {
+		if got, err := s.listPeers(ctx, addr); err == nil && got[addr] != nil {
 			s.prints[addr] = peerPrint(got[addr])
 		}
 		delete(s.dropped, addr)
@@ -267,7 +277,7 @@ func (s *Speaker) deletePeer(ctx context.Context, addr netip.Addr) error {
 	if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
 		// Already gone (deleted through the API): forget it, or every
 		// later Set would fail on it.
-		if got, lerr := s.listPeers(ctx); lerr != nil || got[addr] != nil {
+		if got, lerr := s.listPeers(ctx, addr); lerr != nil || got[addr] != nil {
 			return fmt.Errorf("delete peer %s: %w", addr, err)
 		}
 	}
