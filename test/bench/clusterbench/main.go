@@ -36,6 +36,10 @@ var dialConcurrency = 64
 
 var keptDir string // KEEP=1: the agent's directory is left for reading
 
+// profileDir: -profile; the first reflector writes CPU and heap profiles
+// (stopped with SIGTERM after the CIDR change, not killed).
+var profileDir string
+
 var (
 	rr4   = netip.MustParseAddr("10.200.0.1")
 	rr6   = netip.MustParseAddr("fd00:200::1")
@@ -63,6 +67,7 @@ func run() int {
 	agent := flag.String("agent", "bin/petrel-agent", "petrel-agent binary")
 	sizes := flag.String("nodes", "100,1000", "simulated node counts")
 	flag.IntVar(&dialConcurrency, "dial-concurrency", 64, "sessions opened at once")
+	flag.StringVar(&profileDir, "profile", "", "write the first reflector's CPU and heap profiles (rr-<nodes>.cpu/.heap) into this directory; go tool pprof")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "clusterbench: needs root (network namespaces)")
@@ -201,6 +206,12 @@ func measure(n int, agentBin string) (result, error) {
 
 	// The reflector killed and started again: every node reconnects (as
 	// its speaker would) until every node has everything again.
+	if profileDir != "" {
+		b.agent.Signal(syscall.SIGTERM) // the agent writes its profiles as it stops
+		for i := 0; i < 300 && b.agent.Running(); i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	b.agent.Signal(syscall.SIGKILL)
 	b.closeSessions()
 	t = time.Now()
@@ -297,7 +308,13 @@ peers:
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
 	}
-	p, err := labtest.StartProc(b.rr, filepath.Join(b.dir, "agent.log"), b.agentBin, "--config", path)
+	args := []string{"--config", path}
+	if profileDir != "" && b.agent == nil {
+		prof, _ := filepath.Abs(filepath.Join(profileDir, fmt.Sprintf("rr-%d", b.n)))
+		os.MkdirAll(profileDir, 0o755)
+		args = append(args, "--cpuprofile", prof+".cpu", "--memprofile", prof+".heap")
+	}
+	p, err := labtest.StartProc(b.rr, filepath.Join(b.dir, "agent.log"), b.agentBin, args...)
 	if err != nil {
 		return err
 	}
