@@ -98,6 +98,12 @@ func (s *Session) open(r *bufio.Reader, id netip.Addr, hold time.Duration) error
 // Announce sends an UPDATE announcing add and withdrawing withdraw, with
 // the session's own address as next hop.
 func (s *Session) Announce(add, withdraw []netip.Prefix) error {
+	return s.AnnounceVia(s.Local, add, withdraw)
+}
+
+// AnnounceVia is Announce with another next hop, as a route reflector
+// passes on its clients' routes.
+func (s *Session) AnnounceVia(nextHop netip.Addr, add, withdraw []netip.Prefix) error {
 	nlri := func(ps []netip.Prefix) ([]bgp.PathNLRI, error) {
 		var out []bgp.PathNLRI
 		for _, p := range ps {
@@ -133,7 +139,7 @@ func (s *Session) Announce(add, withdraw []netip.Prefix) error {
 	}
 	if s.family == bgp.RF_IPv4_UC {
 		if len(a) > 0 {
-			nh, err := bgp.NewPathAttributeNextHop(s.Local)
+			nh, err := bgp.NewPathAttributeNextHop(nextHop)
 			if err != nil {
 				return err
 			}
@@ -142,7 +148,7 @@ func (s *Session) Announce(add, withdraw []netip.Prefix) error {
 		return s.send(bgp.NewBGPUpdateMessage(w, attrs, a))
 	}
 	if len(a) > 0 {
-		mp, err := bgp.NewPathAttributeMpReachNLRI(s.family, a, s.Local)
+		mp, err := bgp.NewPathAttributeMpReachNLRI(s.family, a, nextHop)
 		if err != nil {
 			return err
 		}

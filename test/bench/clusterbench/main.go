@@ -67,6 +67,7 @@ func run() int {
 	agent := flag.String("agent", "bin/petrel-agent", "petrel-agent binary")
 	sizes := flag.String("nodes", "100,1000", "simulated node counts")
 	flag.IntVar(&dialConcurrency, "dial-concurrency", 64, "sessions opened at once")
+	client := flag.Bool("client", true, "also measure one ordinary node behind two simulated reflectors")
 	flag.StringVar(&profileDir, "profile", "", "write the first reflector's CPU and heap profiles (rr-<nodes>.cpu/.heap) into this directory; go tool pprof")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -95,6 +96,27 @@ func run() int {
 		}
 		fmt.Printf("%6d %12s %12s %12s %9.2f %6.1f MB %12s %12s\n", n, r.up.Round(time.Millisecond), r.kernel.Round(time.Millisecond),
 			r.converged.Round(time.Millisecond), r.cpu, float64(r.rss)/1024, r.change.Round(time.Millisecond), r.restart.Round(time.Millisecond))
+	}
+	if *client {
+		fmt.Println()
+		fmt.Println("One ordinary Petrel node behind two simulated route reflectors passing on N nodes' pod CIDRs (each prefix learned twice)")
+		fmt.Println()
+		fmt.Printf("%6s %12s %12s %9s %9s %12s %22s\n", "nodes", "sessions up", "all routes", "CPU s", "peak RSS", "CIDR change", "one reflector gone")
+		for _, s := range strings.Split(*sizes, ",") {
+			n, _ := strconv.Atoi(s)
+			r, err := measureClient(n, abs)
+			if err != nil {
+				fmt.Printf("%6d failed: %v\n", n, err)
+				failed = true
+				continue
+			}
+			kept := "every route kept"
+			if !r.kept {
+				kept, failed = "ROUTES LOST", true
+			}
+			fmt.Printf("%6d %12s %12s %9.2f %6.1f MB %12s %22s\n", n, r.up.Round(time.Millisecond), r.kernel.Round(time.Millisecond),
+				r.cpu, float64(r.rss)/1024, r.change.Round(time.Millisecond), kept)
+		}
 	}
 	if failed {
 		return 1
@@ -358,7 +380,7 @@ func (b *bench) dialAll() error {
 	return <-errs
 }
 
-func (b *bench) dial(local, remote, id netip.Addr, cidr netip.Prefix) (*sim.Session, error) {
+func (b *bench) dial(local, remote, id netip.Addr, cidrs ...netip.Prefix) (*sim.Session, error) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		var conn net.Conn
@@ -369,7 +391,7 @@ func (b *bench) dial(local, remote, id netip.Addr, cidr netip.Prefix) (*sim.Sess
 			return err
 		})
 		if err == nil {
-			s, err := sim.Start(conn, asn, id, 90*time.Second, []netip.Prefix{cidr})
+			s, err := sim.Start(conn, asn, id, 90*time.Second, cidrs)
 			if err == nil {
 				return s, nil
 			}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/petrelnet/petrel/bgp/sim"
+	"github.com/petrelnet/petrel/internal/testkit/labtest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/procstat"
+)
+
+// The two simulated reflectors of the client variant.
+var reflectors = [][2]netip.Addr{
+	{netip.MustParseAddr("10.200.255.1"), netip.MustParseAddr("fd00:200::ff:1")},
+	{netip.MustParseAddr("10.200.255.2"), netip.MustParseAddr("fd00:200::ff:2")},
+}
+
+type clientResult struct {
+	up, kernel, change time.Duration
+	cpu                float64
+	rss                int
+	kept               bool
+}
+
+// measureClient is the other side of a large cluster: one ordinary Petrel
+// node behind two route reflectors (simulated) that pass on every other
+// node's pod CIDRs (next hop the node's own address), so the node learns
+// each prefix twice. It measures sessions up, all routes in the node's
+// kernel, CPU and peak RSS, one CIDR change, and whether the kernel keeps
+// every route when one reflector goes away.
+func measureClient(n int, agentBin string) (clientResult, error) {
+	var r clientResult
+	b := &bench{n: n, agentBin: agentBin}
+	var err error
+	if b.dir, err = os.MkdirTemp("", "clusterbench"); err != nil {
+		return r, err
+	}
+	keptDir = b.dir
+	defer func() {
+		if os.Getenv("KEEP") == "" {
+			os.RemoveAll(b.dir)
+		}
+	}()
+	prefix := fmt.Sprintf("%scc%d-", netnstest.Prefix, os.Getpid())
+	if b.rr, err = netnstest.Create(prefix + "node"); err != nil {
+		return r, err
+	}
+	defer b.rr.Delete()
+	if b.sims, err = netnstest.Create(prefix + "sims"); err != nil {
+		return r, err
+	}
+	defer b.sims.Delete()
+	defer b.closeSessions()
+	if err := b.wire(); err != nil {
+		return r, err
+	}
+	var batch strings.Builder
+	for _, a := range reflectors {
+		fmt.Fprintf(&batch, "addr add %s/16 dev eth0\naddr add %s/64 dev eth0 nodad\n", a[0], a[1])
+	}
+	if err := runBatch(b.sims, batch.String()); err != nil {
+		return r, err
+	}
+	c4, err := labtest.CountRoutes(b.rr, pods4, n)
+	if err != nil {
+		return r, err
+	}
+	defer c4.Close()
+	c6, err := labtest.CountRoutes(b.rr, pods6, n)
+	if err != nil {
+		return r, err
+	}
+	defer c6.Close()
+	start := time.Now()
+	if err := b.startClient(); err != nil {
+		return r, err
+	}
+	defer func() { b.agent.Signal(syscall.SIGKILL) }()
+	var sessions []*sim.Session // reflector k: 2k IPv4, 2k+1 IPv6
+	for _, a := range reflectors {
+		for fam, local := range a {
+			remote := rr4
+			if fam == 1 {
+				remote = rr6
+			}
+			s, err := b.dial(local, remote, a[0])
+			if err != nil {
+				return r, err
+			}
+			sessions = append(sessions, s)
+			b.sessions = append(b.sessions, s)
+		}
+	}
+	r.up = time.Since(start)
+	for k, s := range sessions {
+		for i := range n {
+			nh, cidr := addr4(i), cidr4(i)
+			if k%2 == 1 {
+				nh, cidr = addr6(i), cidr6(i)
+			}
+			if err := s.AnnounceVia(nh, []netip.Prefix{cidr}, nil); err != nil {
+				return r, err
+			}
+		}
+	}
+	for _, c := range []*labtest.RouteCounter{c4, c6} {
+		select {
+		case <-c.Done:
+		case err := <-c.Err:
+			return r, err
+		case <-time.After(2 * time.Minute):
+			return r, errors.New("the node's kernel did not get every route within 2 minutes")
+		}
+	}
+	last := c4.Last
+	if c6.Last.After(last) {
+		last = c6.Last
+	}
+	r.kernel = last.Sub(start)
+	r.cpu = procstat.CPUSeconds(b.agent.Cmd.Process.Pid)
+	r.rss = procstat.PeakRSS(b.agent.Cmd.Process.Pid)
+
+	// Node 0's CIDRs move, on both reflectors.
+	t := time.Now()
+	moved4, moved6 := cidr4(n+1), cidr6(n+1)
+	for k, s := range sessions {
+		nh, add, del := addr4(0), moved4, cidr4(0)
+		if k%2 == 1 {
+			nh, add, del = addr6(0), moved6, cidr6(0)
+		}
+		if err := s.AnnounceVia(nh, []netip.Prefix{add}, []netip.Prefix{del}); err != nil {
+			return r, err
+		}
+	}
+	if err := waitKernel(b.rr, time.Minute, func(routes string) bool {
+		return strings.Contains(routes, moved4.String()) && strings.Contains(routes, moved6.String()) &&
+			!strings.Contains(routes, cidr4(0).String()+" ") && !strings.Contains(routes, cidr6(0).String()+" ")
+	}); err != nil {
+		return r, fmt.Errorf("node 0's CIDR change: %w", err)
+	}
+	r.change = time.Since(t)
+
+	// One reflector goes away: the other still carries every route.
+	sessions[0].Close()
+	sessions[1].Close()
+	time.Sleep(3 * time.Second) // the node has long handled the closed sessions
+	r.kept = waitKernel(b.rr, time.Second, func(routes string) bool { return countLines(routes) == 2*n }) == nil
+	return r, nil
+}
+
+// startClient runs the node: two reflectors as iBGP peers per family.
+func (b *bench) startClient() error {
+	var peers strings.Builder
+	for _, a := range reflectors {
+		for _, addr := range a {
+			fmt.Fprintf(&peers, "  - {address: %s, asn: %d, holdTime: 90s, keepaliveTime: 30s, connectRetry: 30s}\n", addr, asn)
+		}
+	}
+	conf := fmt.Sprintf(`nodeName: node
+routerID: %[1]s
+asn: %[2]d
+podCIDRs: [10.127.0.0/24, fd00:127::/64]
+clusterCIDRs: [10.127.0.0/16, %[3]s, fd00:127::/48, %[4]s]
+dataDir: %[5]s/data
+cniConfDir: %[5]s/net.d
+grpcAddress: unix://%[5]s/gobgp.sock
+logLevel: warn
+peers:
+%[6]s`, rr4, asn, pods4, pods6, b.dir, peers.String())
+	path := filepath.Join(b.dir, "agent.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	p, err := labtest.StartProc(b.rr, filepath.Join(b.dir, "agent.log"), b.agentBin, "--config", path)
+	if err != nil {
+		return err
+	}
+	b.agent = p
+	return nil
+}
+
+// waitKernel polls the node's routes inside the pod CIDRs (both
+// families, one line each) until ok.
+func waitKernel(ns netnstest.NS, limit time.Duration, ok func(routes string) bool) error {
+	deadline := time.Now().Add(limit)
+	for {
+		var all strings.Builder
+		for _, p := range []netip.Prefix{pods4, pods6} {
+			fam := "-4"
+			if p.Addr().Is6() {
+				fam = "-6"
+			}
+			out, err := ns.Run("ip", fam, "route", "show", "root", p.String())
+			if err != nil {
+				return fmt.Errorf("ip route: %v %s", err, out)
+			}
+			all.WriteString(out)
+		}
+		if ok(all.String()) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %s; the node's routes:\n%s", limit, all.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func countLines(s string) int {
+	n := 0
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) != "" {
+			n++
+		}
+	}
+	return n
+}
