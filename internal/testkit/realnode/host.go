@@ -100,8 +100,11 @@ func releaseHost() error {
 }
 
 // hierarchies are the mounted cgroup hierarchies (v1 controllers, the
-// named systemd one, and a unified one).
+// named systemd one, and a unified one), or the one cgroup2 tree.
 func hierarchies() []string {
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return []string{"/sys/fs/cgroup"}
+	}
 	entries, _ := os.ReadDir("/sys/fs/cgroup")
 	var out []string
 	for _, e := range entries {
