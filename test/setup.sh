@@ -14,7 +14,8 @@ apt_packages=(
 	frr                         # the top-of-rack router of the lab tests
 	bird2                       # reference router of the route-install benchmark
 	iperf3                      # throughput in the policy benchmark
-	containerd                  # Debian's 1.6 (with runc): imports and runs Petrel's image; the older real node
+	containerd                  # Debian's 1.6: imports and runs Petrel's image; the older real node
+	runc                        # runs the real node's containers, with either containerd
 )
 missing=()
 for p in "${apt_packages[@]}"; do
