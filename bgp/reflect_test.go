@@ -35,6 +35,16 @@ func TestReflectorClientsComingUpTogetherGetEveryRoute(t *testing.T) {
 		peers = append(peers, Peer{Address: a, ASN: 64512, LocalAddress: rr, Port: uint16(testPort) + 1,
 			ConnectRetry: time.Minute, HoldTime: 90 * time.Second, Keepalive: 30 * time.Second, RouteReflectorClient: true})
 	}
+	var mu sync.Mutex
+	sessions := map[netip.Addr]*sim.Session{}
+	// Closed after the reflector has stopped (cleanups run last first): a
+	// session going down under a running GoBGP v4.8.0 races with its own
+	// AddPeer (a data race inside GoBGP the race detector reports).
+	t.Cleanup(func() {
+		for _, s := range sessions {
+			s.Close()
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	sp, err := New(ctx, cfg, testLogger(), func() {})
 	if err != nil {
@@ -45,8 +55,6 @@ func TestReflectorClientsComingUpTogetherGetEveryRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var mu sync.Mutex
-	sessions := map[netip.Addr]*sim.Session{}
 	var wg sync.WaitGroup
 	for a, cidr := range cidrs {
 		wg.Add(1)
@@ -69,11 +77,6 @@ func TestReflectorClientsComingUpTogetherGetEveryRoute(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Cleanup(func() {
-		for _, s := range sessions {
-			s.Close()
-		}
-	})
 	if t.Failed() {
 		return
 	}
