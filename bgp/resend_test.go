@@ -15,14 +15,8 @@ import (
 // change nothing: both next hops of an ECMP route stay, in the mirror and
 // in GoBGP's table.
 func TestResentPathsKeepECMP(t *testing.T) {
-	a := startNode(t, "127.0.0.8", 65001, []string{"10.244.1.0/24"})
-	b := startNode(t, "127.0.0.9", 65002, []string{"10.244.9.0/24"})
-	c := startNode(t, "127.0.0.10", 65002, []string{"10.244.9.0/24"})
-	a.set(b, c)
-	b.set(a)
-	c.set(a)
+	a, b, c := anycast(t)
 	const want = "10.244.9.0/24 nexthop via 127.0.0.9 nexthop via 127.0.0.10"
-	a.routesBecome(want)
 	for i := range 10 {
 		before := a.updatesFrom(t, b, c)
 		for _, n := range []*node{b, c} {

@@ -269,16 +269,23 @@ func listedRoutes(t *testing.T, s *Speaker) string {
 	return render(out)
 }
 
-// Two peers announce the same prefix (anycast): an ECMP route; one leaves,
-// one next hop remains; the mirror matches GoBGP's table at every step.
-func TestECMPAndMirrorMatchesTable(t *testing.T) {
-	a := startNode(t, "127.0.0.8", 65001, []string{"10.244.1.0/24"})
-	b := startNode(t, "127.0.0.9", 65002, []string{"10.244.9.0/24"})
-	c := startNode(t, "127.0.0.10", 65002, []string{"10.244.9.0/24"})
+// anycast: b and c (one AS) announce the same prefix to a, which holds it
+// as an ECMP route through both.
+func anycast(t *testing.T) (a, b, c *node) {
+	a = startNode(t, "127.0.0.8", 65001, []string{"10.244.1.0/24"})
+	b = startNode(t, "127.0.0.9", 65002, []string{"10.244.9.0/24"})
+	c = startNode(t, "127.0.0.10", 65002, []string{"10.244.9.0/24"})
 	a.set(b, c)
 	b.set(a)
 	c.set(a)
 	a.routesBecome("10.244.9.0/24 nexthop via 127.0.0.9 nexthop via 127.0.0.10")
+	return a, b, c
+}
+
+// Two peers announce the same prefix (anycast): an ECMP route; one leaves,
+// one next hop remains; the mirror matches GoBGP's table at every step.
+func TestECMPAndMirrorMatchesTable(t *testing.T) {
+	a, _, c := anycast(t)
 	if got := listedRoutes(t, a.sp); got != "10.244.9.0/24 nexthop via 127.0.0.9 nexthop via 127.0.0.10" {
 		t.Fatalf("GoBGP's table says %q", got)
 	}

@@ -37,30 +37,11 @@ type clientResult struct {
 // every route when one reflector goes away.
 func measureClient(n int, agentBin string) (clientResult, error) {
 	var r clientResult
-	b := &bench{n: n, agentBin: agentBin}
-	var err error
-	if b.dir, err = os.MkdirTemp("", "clusterbench"); err != nil {
+	b, c4, c6, done, err := setup(n, agentBin, "node")
+	if err != nil {
 		return r, err
 	}
-	keptDir = b.dir
-	defer func() {
-		if os.Getenv("KEEP") == "" {
-			os.RemoveAll(b.dir)
-		}
-	}()
-	prefix := fmt.Sprintf("%scc%d-", netnstest.Prefix, os.Getpid())
-	if b.rr, err = netnstest.Create(prefix + "node"); err != nil {
-		return r, err
-	}
-	defer b.rr.Delete()
-	if b.sims, err = netnstest.Create(prefix + "sims"); err != nil {
-		return r, err
-	}
-	defer b.sims.Delete()
-	defer b.closeSessions()
-	if err := b.wire(); err != nil {
-		return r, err
-	}
+	defer done()
 	var batch strings.Builder
 	for _, a := range reflectors {
 		fmt.Fprintf(&batch, "addr add %s/16 dev eth0\naddr add %s/64 dev eth0 nodad\n", a[0], a[1])
@@ -68,16 +49,6 @@ func measureClient(n int, agentBin string) (clientResult, error) {
 	if err := runBatch(b.sims, batch.String()); err != nil {
 		return r, err
 	}
-	c4, err := labtest.CountRoutes(b.rr, pods4, n)
-	if err != nil {
-		return r, err
-	}
-	defer c4.Close()
-	c6, err := labtest.CountRoutes(b.rr, pods6, n)
-	if err != nil {
-		return r, err
-	}
-	defer c6.Close()
 	start := time.Now()
 	if err := b.startClient(); err != nil {
 		return r, err

@@ -141,42 +141,61 @@ type bench struct {
 	cidrShift int            // node 0's CIDRs are moved by the change test
 }
 
-func measure(n int, agentBin string) (result, error) {
-	var r result
-	b := &bench{n: n, agentBin: agentBin}
-	var err error
+// setup makes the bench's directory and namespaces (the device under test
+// in "<tag>", the simulated speakers in "sims"), wires them and counts the
+// routes in the device's kernel; done undoes it all.
+func setup(n int, agentBin, tag string) (b *bench, c4, c6 *labtest.RouteCounter, done func(), err error) {
+	b = &bench{n: n, agentBin: agentBin}
+	var undo []func()
+	done = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			done()
+		}
+	}()
 	if b.dir, err = os.MkdirTemp("", "clusterbench"); err != nil {
-		return r, err
+		return
 	}
 	keptDir = b.dir
-	defer func() {
+	undo = append(undo, func() {
 		if os.Getenv("KEEP") == "" {
 			os.RemoveAll(b.dir)
 		}
-	}()
+	})
 	prefix := fmt.Sprintf("%scb%d-", netnstest.Prefix, os.Getpid())
-	if b.rr, err = netnstest.Create(prefix + "rr"); err != nil {
-		return r, err
+	if b.rr, err = netnstest.Create(prefix + tag); err != nil {
+		return
 	}
-	defer b.rr.Delete()
+	undo = append(undo, func() { b.rr.Delete() })
 	if b.sims, err = netnstest.Create(prefix + "sims"); err != nil {
-		return r, err
+		return
 	}
-	defer b.sims.Delete()
-	defer b.closeSessions()
-	if err := b.wire(); err != nil {
-		return r, err
+	undo = append(undo, func() { b.sims.Delete() }, b.closeSessions)
+	if err = b.wire(); err != nil {
+		return
 	}
-	c4, err := labtest.CountRoutes(b.rr, pods4, n)
+	if c4, err = labtest.CountRoutes(b.rr, pods4, n); err != nil {
+		return
+	}
+	undo = append(undo, c4.Close)
+	if c6, err = labtest.CountRoutes(b.rr, pods6, n); err != nil {
+		return
+	}
+	undo = append(undo, c6.Close)
+	return b, c4, c6, done, nil
+}
+
+func measure(n int, agentBin string) (result, error) {
+	var r result
+	b, c4, c6, done, err := setup(n, agentBin, "rr")
 	if err != nil {
 		return r, err
 	}
-	defer c4.Close()
-	c6, err := labtest.CountRoutes(b.rr, pods6, n)
-	if err != nil {
-		return r, err
-	}
-	defer c6.Close()
+	defer done()
 	start := time.Now()
 	if err := b.startAgent(); err != nil {
 		return r, err
