@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -134,27 +132,7 @@ func (b *bench) startClient() error {
 			fmt.Fprintf(&peers, "  - {address: %s, asn: %d, holdTime: 90s, keepaliveTime: 30s, connectRetry: 30s}\n", addr, asn)
 		}
 	}
-	conf := fmt.Sprintf(`nodeName: node
-routerID: %[1]s
-asn: %[2]d
-podCIDRs: [10.127.0.0/24, fd00:127::/64]
-clusterCIDRs: [10.127.0.0/16, %[3]s, fd00:127::/48, %[4]s]
-dataDir: %[5]s/data
-cniConfDir: %[5]s/net.d
-grpcAddress: unix://%[5]s/gobgp.sock
-logLevel: warn
-peers:
-%[6]s`, rr4, asn, pods4, pods6, b.dir, peers.String())
-	path := filepath.Join(b.dir, "agent.yaml")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		return err
-	}
-	p, err := labtest.StartProc(b.rr, filepath.Join(b.dir, "agent.log"), b.agentBin, "--config", path)
-	if err != nil {
-		return err
-	}
-	b.agent = p
-	return nil
+	return b.start("node", "", peers.String())
 }
 
 // waitKernel polls the node's routes inside the pod CIDRs (both

@@ -333,7 +333,13 @@ func (b *bench) startAgent() error {
 			fmt.Fprintf(&peers, "  - {address: %s, asn: %d, routeReflectorClient: true, holdTime: 90s, keepaliveTime: 30s, connectRetry: 30s}\n", a, asn)
 		}
 	}
-	conf := fmt.Sprintf(`nodeName: rr
+	return b.start("rr", "routeReflector: true\n", peers.String())
+}
+
+// start writes the agent's config (node name, extra keys, peers) and
+// starts it in the device's namespace.
+func (b *bench) start(name, extra, peers string) error {
+	conf := fmt.Sprintf(`nodeName: %[7]s
 routerID: %[1]s
 asn: %[2]d
 podCIDRs: [10.127.0.0/24, fd00:127::/64]
@@ -341,16 +347,15 @@ clusterCIDRs: [10.127.0.0/16, %[3]s, fd00:127::/48, %[4]s]
 dataDir: %[5]s/data
 cniConfDir: %[5]s/net.d
 grpcAddress: unix://%[5]s/gobgp.sock
-routeReflector: true
 logLevel: warn
-peers:
-%[6]s`, rr4, asn, pods4, pods6, b.dir, peers.String())
+%[8]speers:
+%[6]s`, rr4, asn, pods4, pods6, b.dir, peers, name, extra)
 	path := filepath.Join(b.dir, "agent.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
 	}
 	args := []string{"--config", path}
-	if profileDir != "" && b.agent == nil {
+	if profileDir != "" && name == "rr" && b.agent == nil {
 		prof, _ := filepath.Abs(filepath.Join(profileDir, fmt.Sprintf("rr-%d", b.n)))
 		os.MkdirAll(profileDir, 0o755)
 		args = append(args, "--cpuprofile", prof+".cpu", "--memprofile", prof+".heap")
