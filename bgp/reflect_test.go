@@ -60,13 +60,22 @@ func TestReflectorClientsComingUpTogetherGetEveryRoute(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: a.AsSlice()}, Timeout: 5 * time.Second}
-			conn, err := d.Dial("tcp", netip.AddrPortFrom(rr, uint16(testPort)).String())
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			s, err := sim.Start(conn, 64512, a, 90*time.Second, []netip.Prefix{cidr})
+			// Retried as a speaker's connect retry would: GoBGP closes a
+			// connection that arrives while the new peer is still Idle.
+			var s *sim.Session
+			_, err := wait.For(10*time.Second, "session from "+a.String(), func() bool {
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: a.AsSlice()}, Timeout: 5 * time.Second}
+				conn, err := d.Dial("tcp", netip.AddrPortFrom(rr, uint16(testPort)).String())
+				if err == nil {
+					if s, err = sim.Start(conn, 64512, a, 90*time.Second, []netip.Prefix{cidr}); err != nil {
+						conn.Close()
+					}
+				}
+				if err != nil {
+					time.Sleep(100 * time.Millisecond)
+				}
+				return err == nil
+			})
 			if err != nil {
 				t.Error(err)
 				return
