@@ -12,7 +12,9 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -178,13 +180,19 @@ func start(dir, bin string, ns netnstest.NS, host string, detached bool, opts Op
 	return s, nil
 }
 
+// freePort finds a free port below the kernel's ephemeral range (32768
+// on): a port the kernel hands out for outgoing connections can be taken
+// by any test's connection between this check and the server's bind.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	for range 200 {
+		port := 10000 + mrand.IntN(22000)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			l.Close()
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no free port found in 10000-31999")
 }
 
 func (s *Server) writeFiles() error {
@@ -303,6 +311,11 @@ func (s *Server) waitReady(limit time.Duration) error {
 	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: s.Dial, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
+		select {
+		case <-s.api.done:
+			return fmt.Errorf("kube-apiserver exited:\n%s", s.Log("kube-apiserver"))
+		default:
+		}
 		req, _ := http.NewRequest("GET", s.URL+"/readyz", nil)
 		req.Header.Set("Authorization", "Bearer "+s.Token)
 		if resp, err := c.Do(req); err == nil {
@@ -313,11 +326,7 @@ func (s *Server) waitReady(limit time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	b, _ := os.ReadFile(filepath.Join(s.dir, "kube-apiserver.log"))
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return fmt.Errorf("kube-apiserver not ready within %s:\n%s", limit, b)
+	return fmt.Errorf("kube-apiserver not ready within %s:\n%s", limit, s.Log("kube-apiserver"))
 }
 
 // ServingCert is the API server's self-signed certificate and its CA (a

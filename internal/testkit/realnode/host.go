@@ -22,6 +22,24 @@ const CgroupName = "petrel-realnode"
 // killed before its teardown is undone by the next one.
 const stateFile = "/run/petrel-realnode.json"
 
+// lockFile serializes real nodes across processes (two test binaries at
+// once): the holder of its lock owns the machine's node state; the kernel
+// drops the lock when the holder dies, killed or not.
+const lockFile = "/run/petrel-realnode.lock"
+
+// lockHost waits until no other process runs a real node.
+func lockHost() (*os.File, error) {
+	f, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", lockFile, err)
+	}
+	return f, nil
+}
+
 // kubeletSysctls are the machine-wide settings the kubelet changes.
 var kubeletSysctls = []string{"kernel.panic", "kernel.panic_on_oops", "vm.overcommit_memory",
 	"kernel.keys.root_maxkeys", "kernel.keys.root_maxbytes"}

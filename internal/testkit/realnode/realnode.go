@@ -65,6 +65,7 @@ type Node struct {
 	holder *exec.Cmd
 	procs  map[string]*exec.Cmd
 	exited map[string]chan struct{}
+	lock   *os.File // host.go's lockFile, held while the node exists
 }
 
 // Root is the test directory behind a node path (/etc/cni/net.d,
@@ -91,7 +92,11 @@ func Start(t testing.TB, cfg Config) *Node {
 		t.Fatal(err)
 	}
 	n := &Node{cfg: cfg, Dir: dir, sock: filepath.Join(dir, "containerd.sock"), procs: map[string]*exec.Cmd{}, exited: map[string]chan struct{}{}}
+	if n.lock, err = lockHost(); err != nil {
+		t.Fatal(err)
+	}
 	if err := claimHost(); err != nil {
+		n.lock.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -242,6 +247,7 @@ func (n *Node) stop() error {
 		case <-time.After(10 * time.Second):
 		}
 	}
+	defer n.lock.Close() // the next real node may start
 	if err := releaseHost(); err != nil {
 		return err
 	}
