@@ -142,6 +142,11 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	if state == bgp.BGP_FSM_IDLE && (prev == "established" || prev == "opensent" || prev == "openconfirm") {
 		s.dropped[addr] = true
 	}
+	// Back up on its own before Set recreated it: nothing to recreate (a
+	// reset now would only flap a working session).
+	if state == bgp.BGP_FSM_ESTABLISHED {
+		delete(s.dropped, addr)
+	}
 	s.mu.Unlock()
 	if prev != stateName(state) {
 		s.log.Info("bgp session", "peer", addr, "from", prev, "to", stateName(state))

@@ -296,3 +296,26 @@ func TestECMPAndMirrorMatchesTable(t *testing.T) {
 		t.Fatalf("GoBGP's table says %q", got)
 	}
 }
+
+// A session that fell to Idle and came back up on its own before the next
+// Set is not recreated by it: that would only reset a working session.
+// (The drop is fed as GoBGP's events: a real one depends on timing, as in a
+// connection collision.)
+func TestSessionBackUpOnItsOwnIsNotRecreated(t *testing.T) {
+	a := startNode(t, "127.0.0.11", 65001, []string{"10.244.1.0/24"})
+	b := startNode(t, "127.0.0.12", 65002, []string{"10.244.2.0/24"})
+	a.set(b)
+	b.set(a)
+	a.routesBecome("10.244.2.0/24 via 127.0.0.12")
+	for _, st := range []bgp.FSMState{bgp.BGP_FSM_IDLE, bgp.BGP_FSM_ACTIVE, bgp.BGP_FSM_OPENSENT, bgp.BGP_FSM_OPENCONFIRM, bgp.BGP_FSM_ESTABLISHED} {
+		ev := &apiutil.WatchEventMessage_PeerEvent{Type: apiutil.PEER_EVENT_STATE}
+		ev.Peer.State.NeighborAddress, ev.Peer.State.SessionState = b.addr, st
+		a.sp.onPeer(ev, time.Now())
+	}
+	if c := a.set(b); c != (Changes{}) {
+		t.Fatalf("Set after the session came back on its own changed %+v", c)
+	}
+	if st := a.sp.PeerStates()[b.addr]; st != "established" {
+		t.Fatalf("session after Set: %s", st)
+	}
+}
