@@ -196,7 +196,7 @@ func (c *cluster) checkAgentRollout(t *testing.T, lab1 labtest.Pod, a4, a6 strin
 		}
 		pings, outs = append(pings, cmd), append(outs, &out)
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // the stream runs before the rollout: a window, not a wait
 	start := time.Now()
 	if _, err := c.kubectl("-n", "petrel-system", "rollout", "restart", "daemonset/petrel-agent"); err != nil {
 		t.Fatal(err)
@@ -219,7 +219,8 @@ func (c *cluster) checkAgentRollout(t *testing.T, lab1 labtest.Pod, a4, a6 strin
 		return true, ""
 	})
 	replaced := time.Since(start)
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // and after it, while the new agent settles
+
 	for i, cmd := range pings {
 		cmd.Process.Signal(syscall.SIGINT)
 		cmd.Wait()

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -119,9 +121,42 @@ func measureClient(n int, agentBin string) (clientResult, error) {
 	// One reflector goes away: the other still carries every route.
 	sessions[0].Close()
 	sessions[1].Close()
-	time.Sleep(3 * time.Second) // the node has long handled the closed sessions
+	if err := b.waitSessionsDown(reflectors[0][:], 30*time.Second); err != nil {
+		return r, err
+	}
 	r.kept = waitKernel(b.rr, time.Second, func(routes string) bool { return countLines(routes) == 2*n }) == nil
 	return r, nil
+}
+
+// waitSessionsDown waits until the node's speaker no longer counts its
+// sessions with addrs as Established (the stock gobgp CLI on its socket).
+func (b *bench) waitSessionsDown(addrs []netip.Addr, limit time.Duration) error {
+	cli, err := exec.LookPath("gobgp")
+	if err != nil {
+		return fmt.Errorf("the gobgp CLI is not on PATH (test/setup.sh installs it into .tools/bin): %w", err)
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		out, err := exec.Command(cli, "--target", "unix://"+filepath.Join(b.dir, "gobgp.sock"), "neighbor").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("gobgp neighbor: %v %s", err, out)
+		}
+		down := true
+		for _, line := range strings.Split(string(out), "\n") {
+			for _, a := range addrs {
+				if f := strings.Fields(line); len(f) > 0 && f[0] == a.String() && strings.Contains(line, "Establ") {
+					down = false
+				}
+			}
+		}
+		if down {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sessions %v still Established after %s:\n%s", addrs, limit, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // startClient runs the node: two reflectors as iBGP peers per family.
