@@ -2,6 +2,7 @@ package bgp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -21,28 +22,44 @@ const globalRIB = "global"
 
 // guardSets are the prefix sets of the guard, one per family (a GoBGP
 // prefix set holds one family).
-func guardSets(cfg Config) []*api.DefinedSet {
+func guardSets(cfg Config, scope []netip.Prefix) []*api.DefinedSet {
 	var out []*api.DefinedSet
-	add := func(name string, ps []netip.Prefix) {
+	add := func(name string, ranges func(is4 bool) []prefixRange) {
 		for _, fam := range []struct {
 			suffix string
 			is4    bool
 		}{{"-v4", true}, {"-v6", false}} {
 			set := &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: name + fam.suffix}
-			for _, p := range ps {
-				if p.Addr().Is4() == fam.is4 {
-					set.Prefixes = append(set.Prefixes, &api.Prefix{
-						IpPrefix: p.Masked().String(), MaskLengthMin: uint32(p.Bits()), MaskLengthMax: uint32(p.Addr().BitLen()),
-					})
-				}
-			}
+			set.Prefixes = apiPrefixes(ranges(fam.is4))
 			if len(set.Prefixes) > 0 {
 				out = append(out, set)
 			}
 		}
 	}
-	add("petrel-own", cfg.PodCIDRs)
-	add("petrel-cluster", append(append([]netip.Prefix{}, cfg.ClusterCIDRs...), cfg.ImportExtras...))
+	add("petrel-own", func(is4 bool) []prefixRange { return subnets(cfg.PodCIDRs, is4) })
+	add("petrel-cluster", func(is4 bool) []prefixRange {
+		return subnets(append(slices.Clone(cfg.ClusterCIDRs), cfg.ImportExtras...), is4)
+	})
+	add("petrel-services", func(is4 bool) []prefixRange { return scopeEntries(scope, is4) })
+	return out
+}
+
+// subnets are the prefixes of one family with all their subnets.
+func subnets(ps []netip.Prefix, is4 bool) []prefixRange {
+	var out []prefixRange
+	for _, p := range ps {
+		if p.Addr().Is4() == is4 {
+			out = append(out, prefixRange{p.Masked(), p.Bits(), p.Addr().BitLen()})
+		}
+	}
+	return out
+}
+
+func apiPrefixes(rs []prefixRange) []*api.Prefix {
+	var out []*api.Prefix
+	for _, r := range rs {
+		out = append(out, &api.Prefix{IpPrefix: r.prefix.String(), MaskLengthMin: uint32(r.min), MaskLengthMax: uint32(r.max)})
+	}
 	return out
 }
 
@@ -54,11 +71,33 @@ func statement(name, set string, action api.RouteAction) *api.Statement {
 	}
 }
 
+// guard is what the import and export policies are made of besides the
+// speaker's fixed settings: the peers, the Service scope, the drain.
+type guard struct {
+	peers map[netip.Addr]Peer
+	scope []netip.Prefix
+	drain bool
+}
+
+// key identifies the guard: it changes only when a peer's accepted
+// prefixes, the scope, or the drain do (or a peer's type, for the drain).
+func (g guard) key() string {
+	var b strings.Builder
+	for _, a := range slices.SortedFunc(maps.Keys(g.peers), netip.Addr.Compare) {
+		if p := g.peers[a]; len(p.Accept)+len(p.AcceptExact) > 0 || p.AcceptServices || g.drain {
+			fmt.Fprintf(&b, "%s=%v/%v/%v/%d;", a, p.Accept, p.AcceptExact, p.AcceptServices, p.ASN)
+		}
+	}
+	fmt.Fprintf(&b, "scope=%v;drain=%v", g.scope, g.drain)
+	return b.String()
+}
+
 // guardPolicies renders the whole guard: its defined sets and the import
 // and export policies. peers with Accept set get statements of their own,
 // ahead of the cluster-wide accept.
-func guardPolicies(cfg Config, peers map[netip.Addr]Peer) ([]*api.DefinedSet, []*api.Policy) {
-	sets := guardSets(cfg)
+func guardPolicies(cfg Config, g guard) ([]*api.DefinedSet, []*api.Policy) {
+	peers := g.peers
+	sets := guardSets(cfg, g.scope)
 	have := map[string]bool{}
 	for _, d := range sets {
 		have[d.Name] = true
@@ -70,31 +109,66 @@ func guardPolicies(cfg Config, peers map[netip.Addr]Peer) ([]*api.DefinedSet, []
 		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
 		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
 	}}
-	var exp []*api.Statement
 	for _, fam := range []string{"-v4", "-v6"} {
 		if have["petrel-own"+fam] {
 			imp = append(imp, statement("reject-own"+fam, "petrel-own"+fam, api.RouteAction_ROUTE_ACTION_REJECT))
-			exp = append(exp, statement("export-own"+fam, "petrel-own"+fam, api.RouteAction_ROUTE_ACTION_ACCEPT))
 		}
 	}
-	peerSets, peerStmts := peerGuards(peers)
+	// Export: what this node originates (Set checked it: the pod CIDRs and
+	// Service addresses in scope), marked down first when draining.
+	drainSets, exp := drainStatements(cfg, g)
+	sets = append(sets, drainSets...)
+	exp = append(exp, &api.Statement{
+		Name:       "export-local",
+		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
+	})
+	peerSets, peerStmts := peerGuards(peers, g.scope)
 	sets = append(sets, peerSets...)
 	imp = append(imp, peerStmts...)
-	for _, fam := range []string{"-v4", "-v6"} {
-		if have["petrel-cluster"+fam] {
-			imp = append(imp, statement("accept-cluster"+fam, "petrel-cluster"+fam, api.RouteAction_ROUTE_ACTION_ACCEPT))
+	for _, kind := range []string{"cluster", "services"} {
+		for _, fam := range []string{"-v4", "-v6"} {
+			set := "petrel-" + kind + fam
+			if !have[set] {
+				continue
+			}
+			imp = append(imp, statement("accept-"+kind+fam, set, api.RouteAction_ROUTE_ACTION_ACCEPT))
 			if cfg.RouteReflector {
-				exp = append(exp, statement("reflect-cluster"+fam, "petrel-cluster"+fam, api.RouteAction_ROUTE_ACTION_ACCEPT))
+				exp = append(exp, statement("reflect-"+kind+fam, set, api.RouteAction_ROUTE_ACTION_ACCEPT))
 			}
 		}
 	}
 	return sets, []*api.Policy{{Name: "petrel-import", Statements: imp}, {Name: "petrel-export", Statements: exp}}
 }
 
+// drainStatements prepend this node's AS three more times to what it
+// originates for eBGP peers while it drains (iBGP peers see the paths'
+// local-pref 0 instead; GoBGP strips local-pref toward eBGP peers).
+func drainStatements(cfg Config, g guard) ([]*api.DefinedSet, []*api.Statement) {
+	if !g.drain {
+		return nil, nil
+	}
+	ebgp := &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: "petrel-ebgp"}
+	for _, a := range slices.SortedFunc(maps.Keys(g.peers), netip.Addr.Compare) {
+		if g.peers[a].ASN != cfg.ASN {
+			ebgp.List = append(ebgp.List, a.String())
+		}
+	}
+	if len(ebgp.List) == 0 {
+		return nil, nil // an empty neighbor set would match every peer
+	}
+	return []*api.DefinedSet{ebgp}, []*api.Statement{{
+		Name: "drain-ebgp",
+		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL,
+			NeighborSet: &api.MatchSet{Name: ebgp.Name, Type: api.MatchSet_TYPE_ANY}},
+		Actions: &api.Actions{AsPrepend: &api.AsPrependAction{Asn: cfg.ASN, Repeat: drainPrepend}},
+	}}
+}
+
 // peerGuards rejects, from each peer with Accept or AcceptExact, every path
 // outside them: per family, since a prefix set holds one family (and an
 // inverted set of one family never matches a path of the other).
-func peerGuards(peers map[netip.Addr]Peer) ([]*api.DefinedSet, []*api.Statement) {
+func peerGuards(peers map[netip.Addr]Peer, scope []netip.Prefix) ([]*api.DefinedSet, []*api.Statement) {
 	addrs := slices.SortedFunc(maps.Keys(peers), netip.Addr.Compare)
 	var sets []*api.DefinedSet
 	var stmts []*api.Statement
@@ -125,6 +199,9 @@ func peerGuards(peers map[netip.Addr]Peer) ([]*api.DefinedSet, []*api.Statement)
 			for _, pr := range p.AcceptExact {
 				add(pr, pr.Bits())
 			}
+			if p.AcceptServices {
+				set.Prefixes = append(set.Prefixes, apiPrefixes(scopeEntries(scope, fam.is4))...)
+			}
 			if len(set.Prefixes) > 0 {
 				sets = append(sets, set)
 				cond.PrefixSet = &api.MatchSet{Name: set.Name, Type: api.MatchSet_TYPE_INVERT}
@@ -138,20 +215,8 @@ func peerGuards(peers map[netip.Addr]Peer) ([]*api.DefinedSet, []*api.Statement)
 	return sets, stmts
 }
 
-// guardKey identifies the per-peer part of the guard: it changes only when
-// a peer's Accept does.
-func guardKey(peers map[netip.Addr]Peer) string {
-	var b strings.Builder
-	for _, a := range slices.SortedFunc(maps.Keys(peers), netip.Addr.Compare) {
-		if p := peers[a]; len(p.Accept)+len(p.AcceptExact) > 0 {
-			fmt.Fprintf(&b, "%s=%v/%v;", a, p.Accept, p.AcceptExact)
-		}
-	}
-	return b.String()
-}
-
 func (s *Speaker) installGuard(ctx context.Context) error {
-	sets, pols := guardPolicies(s.cfg, nil)
+	sets, pols := guardPolicies(s.cfg, guard{})
 	for _, d := range sets {
 		if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: d}); err != nil {
 			return fmt.Errorf("prefix set %s: %w", d.Name, err)
@@ -186,20 +251,32 @@ func (s *Speaker) assignGuard(ctx context.Context) error {
 	return nil
 }
 
-// updateGuard replaces the guard's definitions when a peer's Accept
-// changed. It runs before such a peer is (re)created, so its first UPDATE
-// already meets the new guard.
-func (s *Speaker) updateGuard(ctx context.Context, peers map[netip.Addr]Peer) error {
-	key := guardKey(peers)
+// updateGuard replaces the guard's definitions when a peer's Accept, the
+// Service scope or the drain changed. It runs before such a peer is
+// (re)created, so its first UPDATE already meets the new guard. A new scope
+// is applied at once to what every peer sent before (GoBGP keeps rejected
+// paths too).
+func (s *Speaker) updateGuard(ctx context.Context, peers map[netip.Addr]Peer, scope []netip.Prefix, drain bool) error {
+	g := guard{peers: peers, scope: slices.Clone(scope), drain: drain}
+	key := g.key()
 	if key == s.guard {
 		return nil
 	}
-	sets, pols := guardPolicies(s.cfg, peers)
+	sets, pols := guardPolicies(s.cfg, g)
 	if err := s.srv.SetPolicies(ctx, &api.SetPoliciesRequest{DefinedSets: sets, Policies: pols}); err != nil {
 		return fmt.Errorf("import guard: %w", err)
 	}
-	s.guard = key
+	scopeChanged := !slices.Equal(s.scope, g.scope)
+	s.guard, s.scope, s.drain = key, g.scope, drain
 	var err error
 	s.guardState, err = s.guardPrint(ctx)
+	if scopeChanged {
+		for addr := range s.peers {
+			if s.states[addr] == "established" {
+				err = errors.Join(err, s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Soft: true,
+					Direction: api.ResetPeerRequest_DIRECTION_IN}))
+			}
+		}
+	}
 	return err
 }

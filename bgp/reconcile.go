@@ -143,14 +143,15 @@ func (s *Speaker) reconcileGuard(ctx context.Context) ([]string, error) {
 	if now == s.guardState {
 		return nil, nil
 	}
-	sets, pols := guardPolicies(s.cfg, s.peers)
+	g := guard{peers: s.peers, scope: s.scope, drain: s.drain}
+	sets, pols := guardPolicies(s.cfg, g)
 	if err := s.srv.SetPolicies(ctx, &api.SetPoliciesRequest{DefinedSets: sets, Policies: pols}); err != nil {
 		return nil, fmt.Errorf("reinstall the import guard: %w", err)
 	}
 	if err := s.assignGuard(ctx); err != nil {
 		return nil, err
 	}
-	s.guard = guardKey(s.peers)
+	s.guard = g.key()
 	s.guardState, err = s.guardPrint(ctx)
 	return []string{"import or export policy changed through the API: reinstalled"}, err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -35,7 +36,9 @@ type Speaker struct {
 	dropped map[netip.Addr]bool    // fell from Established: recreate
 	limited map[netip.Addr]limited // shut down for their prefix limit: wait
 	states  map[netip.Addr]string  // last session state seen
-	guard   string                 // guardKey of the installed per-peer guard
+	guard   string                 // key of the installed guard (guard.go)
+	scope   []netip.Prefix         // the guard's Service scope
+	drain   bool                   // the guard's drain statements are in
 	// What GoBGP held right after Set configured it, for Reconcile: each
 	// peer's configuration and the guard's policies, as text.
 	prints     map[netip.Addr]string
@@ -197,8 +200,23 @@ type Changes struct {
 // Adverts are this node's own announcements: its prefixes, each tagged with
 // the standard communities (RFC 1997).
 type Adverts struct {
-	Prefixes    []netip.Prefix
-	Communities []uint32
+	// Prefixes are the node's pod CIDRs.
+	Prefixes []netip.Prefix
+	// Services are the Service addresses this node announces now (host
+	// routes, or a service CIDR as one aggregate); each must lie within
+	// ServiceScope (services.go).
+	Services []netip.Prefix
+	// ServiceScope is where any node of the cluster may announce Service
+	// addresses: a host route inside one of these prefixes, or exactly
+	// the prefix. Peers with AcceptServices may send them; a route
+	// reflector passes them on.
+	ServiceScope []netip.Prefix
+	Communities  []uint32
+	// Drain takes the node out of service (RFC 8326): every announcement
+	// carries GRACEFUL_SHUTDOWN and the lowest preference — local-pref 0
+	// to iBGP peers, this AS prepended three more times to eBGP peers —
+	// so that peers move their traffic to other paths first.
+	Drain bool
 }
 
 // Set makes the speaker originate exactly adverts and peer with exactly
@@ -220,9 +238,12 @@ func (s *Speaker) Set(ctx context.Context, peers []Peer, adverts Adverts) (Chang
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var c Changes
+	// The guard first: a drain's export statements must be in place when
+	// the paths are originated again with GRACEFUL_SHUTDOWN.
+	errG := s.updateGuard(ctx, want, adverts.ServiceScope, adverts.Drain)
 	errA := s.setAdverts(adverts, &c)
-	if err := s.updateGuard(ctx, want); err != nil {
-		return c, errors.Join(errA, err) // no peer may come up unguarded
+	if errG != nil {
+		return c, errors.Join(errA, errG) // no peer may come up unguarded
 	}
 	errP := s.setPeers(ctx, want, &c)
 	return c, errors.Join(errA, errP)
@@ -295,10 +316,15 @@ func (s *Speaker) deletePeer(ctx context.Context, addr netip.Addr) error {
 
 func (s *Speaker) setAdverts(adverts Adverts, c *Changes) error {
 	s.communities = slices.Clone(adverts.Communities)
+	if adverts.Drain {
+		s.communities = append(s.communities, GracefulShutdown)
+	}
 	want := map[netip.Prefix]bool{}
 	for _, p := range adverts.Prefixes {
 		want[p.Masked()] = true
 	}
+	outside := servicesIn(adverts, want) // services.go
+	
 	var add, del []*apiutil.Path
 	// New communities: originate every path again (a path from the same
 	// source replaces the old one; no withdrawal in between).
@@ -336,7 +362,10 @@ func (s *Speaker) setAdverts(adverts Adverts, c *Changes) error {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("originate %v: %w", adverts.Prefixes, err)
+		return errors.Join(fmt.Errorf("originate %v: %w", slices.Collect(maps.Keys(want)), err), outside)
+	}
+	if outside != nil {
+		return outside
 	}
 	s.originatedWith = s.communities
 	return nil
@@ -360,6 +389,10 @@ func originated(p netip.Prefix, communities []uint32) *apiutil.Path {
 	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
 	if len(communities) > 0 {
 		attrs = append(attrs, bgp.NewPathAttributeCommunities(communities))
+	}
+	if slices.Contains(communities, GracefulShutdown) {
+		// Draining: the lowest preference to iBGP peers (RFC 8326).
+		attrs = append(attrs, bgp.NewPathAttributeLocalPref(0))
 	}
 	fam := bgp.RF_IPv4_UC
 	if p.Addr().Is4() {
