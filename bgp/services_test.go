@@ -144,4 +144,3 @@ func attrsFrom(t *testing.T, s *Speaker, peer netip.Addr) string {
 	slices.Sort(out)
 	return strings.Join(out, "; ")
 }
-

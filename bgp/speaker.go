@@ -324,7 +324,7 @@ func (s *Speaker) setAdverts(adverts Adverts, c *Changes) error {
 		want[p.Masked()] = true
 	}
 	outside := servicesIn(adverts, want) // services.go
-	
+
 	var add, del []*apiutil.Path
 	// New communities: originate every path again (a path from the same
 	// source replaces the old one; no withdrawal in between).
