@@ -48,6 +48,7 @@ type agent struct {
 	ready    bool          // the datapath was complete once: the pod CIDRs may be announced
 	lastConf *cni.ConfList // the CNI config last written
 	nodeGone bool
+	drainAt  time.Time // when the node began to drain; zero: not draining
 }
 
 func newAgent(cfg *config.Config, log *slog.Logger, src Source, dp Dataplane) *agent {
@@ -142,7 +143,8 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 	a.noteNodeGone(snap.NodeGone)
 	var adverts bgp.Adverts
 	if a.ready && !snap.NodeGone {
-		adverts = bgp.Adverts{Prefixes: pods, Communities: snap.Communities}
+		adverts = bgp.Adverts{Prefixes: pods, Services: a.drainServices(snap), ServiceScope: snap.ServiceScope,
+			Communities: snap.Communities, Drain: snap.Drain}
 	}
 	var recErr error
 	if resync {
@@ -280,4 +282,27 @@ func blackholes(pods []netip.Prefix) []route.Route {
 		out = append(out, route.Route{Prefix: p, Blackhole: true})
 	}
 	return out
+}
+
+// drainServices are the Service addresses to announce: all of them, until
+// a draining node's delay is over. The pod CIDRs stay announced (marked
+// GRACEFUL_SHUTDOWN): only this node reaches its pods.
+func (a *agent) drainServices(snap Snapshot) []netip.Prefix {
+	switch {
+	case !snap.Drain:
+		if !a.drainAt.IsZero() {
+			a.log.Info("drain ended: announcing at full preference again")
+		}
+		a.drainAt = time.Time{}
+		return snap.Services
+	case a.drainAt.IsZero():
+		a.drainAt = time.Now()
+		a.log.Warn("draining: every announcement marked GRACEFUL_SHUTDOWN; Service addresses withdrawn after the delay",
+			"delay", snap.DrainDelay)
+		time.AfterFunc(snap.DrainDelay, a.poke)
+	}
+	if time.Since(a.drainAt) >= snap.DrainDelay {
+		return nil
+	}
+	return snap.Services
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"time"
 
 	"github.com/petrelnet/petrel/bgp"
 	"github.com/petrelnet/petrel/policy"
@@ -30,6 +31,14 @@ type Snapshot struct {
 	// NodeGone: this node's Node object was deleted. Its pod CIDRs may go
 	// to another node: they are withdrawn, everything else stays.
 	NodeGone bool
+	// Services are the Service addresses this node announces now;
+	// ServiceScope is where any node may announce them (the guard).
+	Services, ServiceScope []netip.Prefix
+	// Drain takes the node out of service: every announcement is marked
+	// GRACEFUL_SHUTDOWN at once, the Service addresses are withdrawn after
+	// DrainDelay; the pod CIDRs stay (only this node reaches its pods).
+	Drain      bool
+	DrainDelay time.Duration
 }
 
 // Status is what the loop tells its source after each sync.

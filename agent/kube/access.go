@@ -27,7 +27,9 @@ func checkAccess(ctx context.Context, dyn dynamic.Interface, namespace string) e
 		gvr schema.GroupVersionResource
 		ns  string
 	}{
-		{bgpPeersGVR, ""}, {bgpConfigsGVR, ""},
+		{bgpPeersGVR, ""}, {bgpConfigsGVR, ""}, {lbPoolsGVR, ""},
+		{schema.GroupVersionResource{Version: "v1", Resource: "services"}, ""},
+		{schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}, ""},
 		{schema.GroupVersionResource{Version: "v1", Resource: "nodes"}, ""},
 		{schema.GroupVersionResource{Version: "v1", Resource: "pods"}, ""},
 		{schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, ""},

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,6 +36,10 @@ type clusterView struct {
 	// nodeGone: this node's Node object was deleted. Its pod CIDRs may
 	// go to another node: they are withdrawn, everything else stays.
 	nodeGone bool
+	// Service announcements (services.go) and the drain.
+	services   serviceView
+	drain      bool
+	drainDelay time.Duration
 }
 
 // verdict is whether the agent can use an object, and why not.
@@ -83,6 +88,8 @@ func (k *kubeSource) view(fileASN uint32) (clusterView, error) {
 		errs = append(errs, k.mesh(&v, me, spec, clusterASN))
 	}
 	errs = append(errs, k.bgpPeers(&v, me))
+	v.services = k.serviceView(me, spec.ServiceAdvertisement)
+	v.drain, v.drainDelay = me.Annotations[DrainAnnotation] == "true", spec.drainDelay()
 	return v, errors.Join(errs...)
 }
 
@@ -134,6 +141,12 @@ func (s BGPConfigurationSpec) check() error {
 	if _, err := s.communities(); err != nil {
 		return err
 	}
+	if err := s.ServiceAdvertisement.check(); err != nil {
+		return err
+	}
+	if s.DrainDelay < 0 {
+		return fmt.Errorf("spec.drainDelay: %s is negative", time.Duration(s.DrainDelay))
+	}
 	if rr := s.RouteReflectors; rr != nil {
 		if _, err := metav1.LabelSelectorAsSelector(&rr.NodeSelector); err != nil {
 			return fmt.Errorf("spec.routeReflectors.nodeSelector: %w", err)
@@ -178,6 +191,7 @@ func (k *kubeSource) mesh(v *clusterView, me *corev1.Node, spec BGPConfiguration
 			p := opts.Apply(bgp.Peer{Address: ip, ASN: nodeASN(n, clusterASN)})
 			if rrSel == nil || !isRR(n) {
 				p.Accept = cidrs // a route reflector passes on others' routes
+				p.AcceptServices = true
 			}
 			p.RouteReflectorClient = v.routeReflector && !isRR(n)
 			v.peers = append(v.peers, p)

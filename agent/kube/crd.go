@@ -66,6 +66,54 @@ type BGPConfigurationSpec struct {
 	RouteReflectors *RouteReflectors `json:"routeReflectors,omitempty"`
 	// Communities ("AS:VALUE") tag every node's pod CIDR announcements.
 	Communities []string `json:"communities,omitempty"`
+	// ServiceAdvertisement says which Service addresses nodes announce.
+	ServiceAdvertisement ServiceAdvertisement `json:"serviceAdvertisement"`
+	// DrainDelay is how long a draining node (Node annotation
+	// petrel.dev/drain: "true") keeps announcing its Service addresses,
+	// marked GRACEFUL_SHUTDOWN, before it withdraws them; default 30s.
+	DrainDelay config.Duration `json:"drainDelay,omitempty"`
+}
+
+// ServiceAdvertisement selects the Service addresses the nodes announce.
+type ServiceAdvertisement struct {
+	// LoadBalancerIPs: addresses from LoadBalancerIPPools (default true).
+	LoadBalancerIPs *bool `json:"loadBalancerIPs,omitempty"`
+	// ExternalIPs: the Services' spec.externalIPs.
+	ExternalIPs bool `json:"externalIPs,omitempty"`
+	// ClusterIPs: ServiceCIDRs, each as one aggregate from every node.
+	ClusterIPs   bool     `json:"clusterIPs,omitempty"`
+	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
+	// NodeSelector: the nodes that announce (all when absent).
+	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+}
+
+// DrainAnnotation on a Node takes it out of service (RFC 8326).
+const DrainAnnotation = "petrel.dev/drain"
+
+func (s BGPConfigurationSpec) drainDelay() time.Duration {
+	if s.DrainDelay == 0 {
+		return 30 * time.Second
+	}
+	return time.Duration(s.DrainDelay)
+}
+
+// check names the first field of the Service advertisement the agent
+// cannot use.
+func (a ServiceAdvertisement) check() error {
+	for i, c := range a.ServiceCIDRs {
+		if p, err := netip.ParsePrefix(c); err != nil || p != p.Masked() {
+			return fmt.Errorf("spec.serviceAdvertisement.serviceCIDRs[%d]: %q is not a CIDR", i, c)
+		}
+	}
+	if a.ClusterIPs && len(a.ServiceCIDRs) == 0 {
+		return errors.New("spec.serviceAdvertisement.clusterIPs: needs serviceCIDRs (the API server's --service-cluster-ip-range)")
+	}
+	if a.NodeSelector != nil {
+		if _, err := metav1.LabelSelectorAsSelector(a.NodeSelector); err != nil {
+			return fmt.Errorf("spec.serviceAdvertisement.nodeSelector: %w", err)
+		}
+	}
+	return nil
 }
 
 // RouteReflectors selects the route reflector nodes.

@@ -68,7 +68,7 @@ func peersOf(k *kubeSource) string {
 	return out
 }
 
-var gvrs = map[string]schema.GroupVersionResource{"bgppeers": bgpPeersGVR, "bgpconfigurations": bgpConfigsGVR}
+var gvrs = map[string]schema.GroupVersionResource{"bgppeers": bgpPeersGVR, "bgpconfigurations": bgpConfigsGVR, "loadbalancerippools": lbPoolsGVR}
 
 func object(kind, name string, spec map[string]any) *unstructured.Unstructured {
 	return &unstructured.Unstructured{Object: map[string]any{

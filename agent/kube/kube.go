@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	netlisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 
@@ -44,6 +45,10 @@ type kubeSource struct {
 	secrets     corelisters.SecretLister
 	bgpPeerObjs cache.GenericLister
 	bgpConfigs  cache.GenericLister
+	services    corelisters.ServiceLister
+	slices      discoverylisters.EndpointSliceLister
+	lbPools     cache.GenericLister
+	lbWake      chan struct{} // wakes the LoadBalancer address controller (lbcontroller.go)
 	nodeName    string
 	namespace   string         // where password Secrets live
 	extras      []netip.Prefix // importExtras: what else BGPPeers may send
@@ -73,6 +78,8 @@ func newKubeSource(cs kubernetes.Interface, dyn dynamic.Interface, nodeName, nam
 		namespaces: f.Core().V1().Namespaces().Lister(), policies: f.Networking().V1().NetworkPolicies().Lister(),
 		secrets:     nsf.Core().V1().Secrets().Lister(),
 		bgpPeerObjs: crd.ForResource(bgpPeersGVR).Lister(), bgpConfigs: crd.ForResource(bgpConfigsGVR).Lister(),
+		services: f.Core().V1().Services().Lister(), slices: f.Discovery().V1().EndpointSlices().Lister(),
+		lbPools: crd.ForResource(lbPoolsGVR).Lister(), lbWake: make(chan struct{}, 1),
 		goodPeers: map[string]goodPeer{}, translated: translate.NewCache(),
 	}
 	h := cache.ResourceEventHandlerFuncs{
@@ -84,8 +91,9 @@ func newKubeSource(cs kubernetes.Interface, dyn dynamic.Interface, nodeName, nam
 		f.Core().V1().Nodes().Informer(), f.Core().V1().Pods().Informer(),
 		f.Core().V1().Namespaces().Informer(), f.Networking().V1().NetworkPolicies().Informer(),
 		nsf.Core().V1().Secrets().Informer(),
+		f.Core().V1().Services().Informer(), f.Discovery().V1().EndpointSlices().Informer(),
 	}
-	for _, gvr := range []schema.GroupVersionResource{bgpPeersGVR, bgpConfigsGVR} {
+	for _, gvr := range []schema.GroupVersionResource{bgpPeersGVR, bgpConfigsGVR, lbPoolsGVR} {
 		inf := crd.ForResource(gvr).Informer()
 		_ = inf.SetTransform(dropManagedFields)
 		infs = append(infs, inf)
@@ -93,6 +101,20 @@ func newKubeSource(cs kubernetes.Interface, dyn dynamic.Interface, nodeName, nam
 	for _, inf := range infs {
 		inf.AddEventHandler(h)
 	}
+	// Services and pools also wake the address controller.
+	wake := func() {
+		select {
+		case k.lbWake <- struct{}{}:
+		default:
+		}
+	}
+	kick := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { wake() },
+		UpdateFunc: func(any, any) { wake() },
+		DeleteFunc: func(any) { wake() },
+	}
+	f.Core().V1().Services().Informer().AddEventHandler(kick)
+	crd.ForResource(lbPoolsGVR).Informer().AddEventHandler(kick)
 	return k
 }
 

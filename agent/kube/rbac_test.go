@@ -37,7 +37,8 @@ func TestManifestRBAC(t *testing.T) {
 	// Applied a second time (an upgrade): accepted again, all of it.
 	got := strings.Join(applyManifest(t, s), " ")
 	if want := "Namespace/petrel-system ServiceAccount/petrel-agent ClusterRole/petrel-agent ClusterRoleBinding/petrel-agent Role/petrel-agent RoleBinding/petrel-agent " +
-		"CustomResourceDefinition/bgppeers.petrel.dev CustomResourceDefinition/bgpconfigurations.petrel.dev ConfigMap/petrel-config DaemonSet/petrel-agent"; got != want {
+		"CustomResourceDefinition/bgppeers.petrel.dev CustomResourceDefinition/bgpconfigurations.petrel.dev CustomResourceDefinition/loadbalancerippools.petrel.dev " +
+		"ConfigMap/petrel-config DaemonSet/petrel-agent"; got != want {
 		t.Fatalf("applied %s\nwant %s", got, want)
 	}
 	// The shipped config file is one the agent accepts.
@@ -102,16 +103,21 @@ func TestManifestRBAC(t *testing.T) {
 		"list bgppeers", "watch bgppeers", "update bgppeers/status",
 		"list bgpconfigurations", "watch bgpconfigurations", "update bgpconfigurations/status",
 		"create events", "patch events",
+		"list services", "watch services", "update services/status", "list endpointslices", "watch endpointslices",
+		"list loadbalancerippools", "watch loadbalancerippools", "update loadbalancerippools/status",
 	} {
 		for _, ns := range []string{"", "default", "petrel-system"} {
 			want[g+" ns="+ns] = true
 		}
 	}
 	want["list secrets ns=petrel-system"], want["watch secrets ns=petrel-system"] = true, true
-	groups := map[string]string{"networkpolicies": "networking.k8s.io", "bgppeers": CRDGroup, "bgpconfigurations": CRDGroup, "daemonsets": "apps", "clusterroles": "rbac.authorization.k8s.io"}
+	want["create leases ns=petrel-system"] = true // get and update only the election's Lease, checked below
+	groups := map[string]string{"networkpolicies": "networking.k8s.io", "bgppeers": CRDGroup, "bgpconfigurations": CRDGroup, "daemonsets": "apps",
+		"clusterroles": "rbac.authorization.k8s.io", "loadbalancerippools": CRDGroup, "endpointslices": "discovery.k8s.io", "leases": "coordination.k8s.io"}
 	var unexpected []string
 	for _, res := range []string{"nodes", "nodes/status", "pods", "pods/status", "pods/exec", "namespaces", "networkpolicies", "bgppeers", "bgppeers/status",
-		"bgpconfigurations", "bgpconfigurations/status", "events", "secrets", "configmaps", "services", "endpoints", "serviceaccounts", "daemonsets", "clusterroles"} {
+		"bgpconfigurations", "bgpconfigurations/status", "events", "secrets", "configmaps", "services", "services/status", "endpoints", "endpointslices",
+		"loadbalancerippools", "loadbalancerippools/status", "leases", "serviceaccounts", "daemonsets", "clusterroles"} {
 		for _, verb := range []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"} {
 			for _, ns := range []string{"", "default", "petrel-system"} {
 				r, sub, _ := strings.Cut(res, "/")
@@ -125,6 +131,20 @@ func TestManifestRBAC(t *testing.T) {
 				if got.Status.Allowed != want[key] {
 					unexpected = append(unexpected, fmt.Sprintf("%s: allowed=%v", key, got.Status.Allowed))
 				}
+			}
+		}
+	}
+	// The election's Lease by name: get and update, in Petrel's namespace only.
+	for _, verb := range []string{"get", "update", "delete", "patch"} {
+		for _, ns := range []string{"petrel-system", "default"} {
+			sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{User: agentSA, Groups: cfg.Impersonate.Groups,
+				ResourceAttributes: &authzv1.ResourceAttributes{Verb: verb, Group: "coordination.k8s.io", Resource: "leases", Name: LBLease, Namespace: ns}}}
+			got, err := admin.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := ns == "petrel-system" && (verb == "get" || verb == "update"); got.Status.Allowed != want {
+				unexpected = append(unexpected, fmt.Sprintf("%s leases/%s ns=%s: allowed=%v", verb, LBLease, ns, got.Status.Allowed))
 			}
 		}
 	}

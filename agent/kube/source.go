@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 
 	"github.com/petrelnet/petrel/agent"
 	"github.com/petrelnet/petrel/agent/config"
@@ -55,6 +56,8 @@ func NewSource(c *config.Config, restCfg *rest.Config, nodeName string, log *slo
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
+	// client-go's own messages (the election, reconnects) in the agent's log.
+	klog.SetSlogLogger(log.With("library", "client-go"))
 	return &Source{cfg: *c, log: log, cs: cs, dyn: dyn, nodeName: nodeName, fileASN: c.ASN}, nil
 }
 
@@ -105,6 +108,8 @@ func (s *Source) Start(ctx context.Context, poke func()) error {
 	s.rep, stopEvents = newReporter(s.cs, s.dyn, s.nodeName)
 	s.rep.node.UID = node.UID
 	go func() { <-ctx.Done(); stopEvents() }()
+	lb := &lbController{cs: s.cs, dyn: s.dyn, k: s.k, events: s.rep.events, log: s.log}
+	go runLBElection(ctx, lb, s.nodeName, Namespace())
 	return nil
 }
 
@@ -116,7 +121,8 @@ func (s *Source) Snapshot(ctx context.Context) (agent.Snapshot, error) {
 		return agent.Snapshot{}, fmt.Errorf("%w: this node's spec.podCIDRs changed to %v, was %v", agent.ErrStop, v.podCIDRs, s.cidrs)
 	}
 	s.last = v
-	snap := agent.Snapshot{BGP: s.clusterBGP(v), Peers: s.allPeers(v), Communities: v.communities, NodeGone: v.nodeGone}
+	snap := agent.Snapshot{BGP: s.clusterBGP(v), Peers: s.allPeers(v), Communities: v.communities, NodeGone: v.nodeGone,
+		Services: v.services.mine, ServiceScope: v.services.scope, Drain: v.drain, DrainDelay: v.drainDelay}
 	in, perr := s.k.policyInput()
 	if perr != nil {
 		s.log.Warn("some NetworkPolicies are not applied", "err", perr)

@@ -142,7 +142,7 @@ func newCluster(t *testing.T, rt realnode.Runtime, plugins string) *cluster {
 	if err := c.api.StartBinary("kube-controller-manager", "--kubeconfig", c.api.Kubeconfig,
 		"--allocate-node-cidrs", "--cluster-cidr", strings.Join(clusterCIDRs, ","),
 		"--node-cidr-mask-size-ipv4", "24", "--node-cidr-mask-size-ipv6", "64",
-		"--service-cluster-ip-range", "10.96.0.0/16", "--root-ca-file", c.api.ServingCert(),
+		"--service-cluster-ip-range", "10.96.0.0/16,fd00:10:96::/112", "--root-ca-file", c.api.ServingCert(),
 		"--service-account-private-key-file", c.api.SAKey(), "--leader-elect=false",
 		"--bind-address", "127.0.0.1"); err != nil {
 		t.Fatal(err)

@@ -300,7 +300,7 @@ func (s *Server) StartAPI() error {
 		"--service-account-key-file", filepath.Join(s.dir, "sa.key"),
 		"--service-account-signing-key-file", filepath.Join(s.dir, "sa.key"),
 		"--token-auth-file", filepath.Join(s.dir, "tokens"),
-		"--service-cluster-ip-range", "10.96.0.0/16"}, cluster...)...)
+		"--service-cluster-ip-range", "10.96.0.0/16,fd00:10:96::/112"}, cluster...)...)
 	if err != nil {
 		return err
 	}
