@@ -141,7 +141,7 @@ func (c *Cluster) RegisterNode(ctx context.Context, n *labtest.Node) error {
 
 // Apply creates or replaces a cluster-scoped Petrel object.
 func (c *Cluster) Apply(ctx context.Context, gvr schema.GroupVersionResource, name string, spec map[string]any) error {
-	kind := map[string]string{"bgppeers": "BGPPeer", "bgpconfigurations": "BGPConfiguration"}[gvr.Resource]
+	kind := map[string]string{"bgppeers": "BGPPeer", "bgpconfigurations": "BGPConfiguration", "loadbalancerippools": "LoadBalancerIPPool"}[gvr.Resource]
 	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": gvr.GroupVersion().String(), "kind": kind,
 		"metadata": map[string]any{"name": name}, "spec": spec}}
 	r := c.Dyn.Resource(gvr)

@@ -260,10 +260,16 @@ func (l *TorLab) build(nodes int, kube bool) error {
 		fmt.Fprintf(&v6, "  neighbor %s activate\n", n.Addr6())
 		l.Nodes = append(l.Nodes, n)
 	}
+	// In Kubernetes mode nodes announce Service addresses too: several
+	// nodes (each its own AS) one address, an ECMP route at the ToR.
+	multipath, paths := "", ""
+	if kube {
+		multipath, paths = " bgp bestpath as-path multipath-relax\n", "  maximum-paths 8\n"
+	}
 	conf := "hostname tor\nrouter bgp 65000\n bgp router-id 10.99.0.1\n no bgp ebgp-requires-policy\n" +
-		" bgp graceful-restart\n coalesce-time 50\n" + neighbors.String() +
-		" address-family ipv4 unicast\n" + strings.ReplaceAll(v6.String(), "activate", "deactivate") + " exit-address-family\n" +
-		" address-family ipv6 unicast\n" + v6.String() + " exit-address-family\n!\n"
+		" bgp graceful-restart\n coalesce-time 50\n" + multipath + neighbors.String() +
+		" address-family ipv4 unicast\n" + paths + strings.ReplaceAll(v6.String(), "activate", "deactivate") + " exit-address-family\n" +
+		" address-family ipv6 unicast\n" + paths + v6.String() + " exit-address-family\n!\n"
 	l.FRR, err = StartFRRWithBFD(l.Tor, filepath.Join(l.Dir, "frr"), conf, l.bfdConf(func(n *Node) string { return n.Addr() }))
 	return err
 }
