@@ -128,6 +128,17 @@ func (f *FRR) Vtysh(command string) (string, error) {
 	return string(out), err
 }
 
+// Configure runs configuration commands ("router bgp 65000", "neighbor
+// ...") in vtysh's configure mode.
+func (f *FRR) Configure(lines ...string) (string, error) {
+	args := []string{"--vty_socket", f.Dir, "-c", "configure terminal"}
+	for _, l := range lines {
+		args = append(args, "-c", l)
+	}
+	out, err := exec.Command("vtysh", args...).CombinedOutput()
+	return string(out), err
+}
+
 // PIDs are the daemons' process IDs.
 func (f *FRR) PIDs() []int {
 	var out []int

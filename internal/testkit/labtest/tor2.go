@@ -51,6 +51,11 @@ func (l *TorLab) buildTor2() error {
 // at the address addr gives; empty (no bfdd) with one ToR.
 func (l *TorLab) bfdConf(addr func(*Node) string) string {
 	if !l.dualToR {
+		if l.Mgmt.Name != "" {
+			// Kubernetes mode: bfdd runs, for sessions a test turns on
+			// ("neighbor X bfd profile fast").
+			return "bfd\n profile fast\n  receive-interval 100\n  transmit-interval 100\n !\n!\n"
+		}
 		return ""
 	}
 	var b strings.Builder
