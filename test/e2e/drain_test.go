@@ -2,12 +2,10 @@ package e2e
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,86 +19,6 @@ import (
 	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
-
-// udpStream sends a numbered datagram every interval on each of several
-// flows (source ports) and counts the echoes that come back.
-type udpStream struct {
-	mu       sync.Mutex
-	sent     int
-	answered map[uint64]bool
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	conns    []*net.UDPConn
-}
-
-func startUDPStream(t *testing.T, ns netnstest.NS, addr string, flows int, every time.Duration) *udpStream {
-	s := &udpStream{answered: map[uint64]bool{}, stop: make(chan struct{})}
-	raddr, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for f := range flows {
-		var c *net.UDPConn
-		if err := ns.Do(func() (err error) { c, err = net.DialUDP("udp", nil, raddr); return }); err != nil {
-			t.Fatal(err)
-		}
-		s.conns = append(s.conns, c)
-		s.wg.Add(1)
-		go func() { // receiver
-			defer s.wg.Done()
-			buf := make([]byte, 16)
-			for {
-				n, err := c.Read(buf)
-				if err != nil {
-					return
-				}
-				if n == 8 {
-					s.mu.Lock()
-					s.answered[binary.BigEndian.Uint64(buf)] = true
-					s.mu.Unlock()
-				}
-			}
-		}()
-		go func() { // sender
-			tick := time.NewTicker(every)
-			defer tick.Stop()
-			for seq := uint64(f) << 32; ; seq++ {
-				select {
-				case <-s.stop:
-					return
-				case <-tick.C:
-				}
-				var b [8]byte
-				binary.BigEndian.PutUint64(b[:], seq)
-				s.mu.Lock()
-				s.sent++
-				s.mu.Unlock()
-				c.Write(b[:])
-			}
-		}()
-	}
-	return s
-}
-
-// finish stops sending, waits a second for the last echoes, and returns
-// how many were sent and how many never came back.
-func (s *udpStream) finish() (sent, lost int) {
-	close(s.stop)
-	time.Sleep(time.Second)
-	for _, c := range s.conns {
-		c.Close()
-	}
-	s.wg.Wait()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sent, s.sent - len(s.answered)
-}
-
-func (s *udpStream) answers() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.answered)
-}
 
 // rxPackets is a link's received-packet counter.
 func rxPackets(t *testing.T, ns netnstest.NS, link string) uint64 {
@@ -138,7 +56,7 @@ func TestDrainAndRollingRestartLoseNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		serveName(t, p, 8080)
+		serve(t, p, 8080)
 		if err := c.SetPodReady(ctx, p.Name, true); err != nil {
 			t.Fatal(err)
 		}
@@ -158,14 +76,14 @@ func TestDrainAndRollingRestartLoseNothing(t *testing.T) {
 	})
 	host, addr := lb+"/32", net.JoinHostPort(lb, "80")
 	all := l.Nodes[0].Addr() + " " + l.Nodes[1].Addr() + " " + l.Nodes[2].Addr()
-	wait.Equal(t, 20*time.Second, "the ToR routes the address via all three nodes", all, func() string { return torNextHops(l, host) })
+	wait.Equal(t, 20*time.Second, "the ToR routes the address via all three nodes", all, func() string { return l.FRR.NextHops(host) })
 	wait.Until(t, 10*time.Second, "kube-proxy delivers on every node", func() bool {
-		got, err := fetch(l.External, addr)
+		got, err := labtest.Fetch(l.External, addr)
 		return err == nil && strings.HasPrefix(got, "echo-")
 	})
 
-	stream := startUDPStream(t, l.External, addr, 8, 10*time.Millisecond)
-	wait.Until(t, 5*time.Second, "the stream answered", func() bool { return stream.answers() > 100 })
+	stream := udpStream(t, l.External, addr)
+	wait.Until(t, 5*time.Second, "the stream answered", func() bool { return stream.Answers() > 100 })
 	n1 := l.Nodes[0]
 	before := rxPackets(t, n1.NS, "eth1")
 	time.Sleep(time.Second)
@@ -181,7 +99,7 @@ func TestDrainAndRollingRestartLoseNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	others := l.Nodes[1].Addr() + " " + l.Nodes[2].Addr()
-	d := wait.Until(t, 10*time.Second, "node1 out of the ToR's ECMP set (its path prepended, GRACEFUL_SHUTDOWN)", func() bool { return torNextHops(l, host) == others })
+	d := wait.Until(t, 10*time.Second, "node1 out of the ToR's ECMP set (its path prepended, GRACEFUL_SHUTDOWN)", func() bool { return l.FRR.NextHops(host) == others })
 	t.Logf("node1 drained -> out of the ToR's ECMP set: %s", d)
 	if out, _ := l.FRR.Vtysh("show bgp ipv4 unicast " + host); !strings.Contains(out, "Community: graceful-shutdown") || !strings.Contains(out, "65101 65101 65101 65101") {
 		t.Fatalf("FRR's paths for %s should show node1's GRACEFUL_SHUTDOWN and prepend:\n%s", host, out)
@@ -198,7 +116,7 @@ func TestDrainAndRollingRestartLoseNothing(t *testing.T) {
 	time.Sleep(2 * time.Second) // kube-proxy forgets the evicted endpoint's flows
 	mustRun(t, n1.NS, "ip", "link", "set", "eth1", "down")
 	time.Sleep(2 * time.Second)
-	sent, lost := stream.finish()
+	sent, lost := stream.Finish()
 	t.Logf("drain of node1, its pod evicted, its uplink down: %d requests over 8 flows, %d lost", sent, lost)
 	if lost != 0 {
 		t.Fatalf("%d of %d requests lost across the drain", lost, sent)
@@ -211,7 +129,7 @@ func TestDrainAndRollingRestartLoseNothing(t *testing.T) {
 	if _, err := c.CS.CoreV1().Nodes().Patch(ctx, n1.Name, types.MergePatchType, []byte(`{"metadata":{"annotations":{"petrel.dev/drain":null}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	wait.Equal(t, 30*time.Second, "node1 back in the ECMP set, undrained", all, func() string { return torNextHops(l, host) })
+	wait.Equal(t, 30*time.Second, "node1 back in the ECMP set, undrained", all, func() string { return l.FRR.NextHops(host) })
 	var detail string
 	if _, err := wait.For(30*time.Second, "every session Established again", func() bool { ok, d := l.Established(); detail = d; return ok }); err != nil {
 		out, _ := n1.NS.Run("ip", "addr")
@@ -244,7 +162,7 @@ func TestDrainAndRollingRestartLoseNothing(t *testing.T) {
 	// Rolling restart of every agent under the stream and pings between
 	// the remaining pods.
 	p2, p3 := pods[1], pods[2]
-	stream = startUDPStream(t, l.External, addr, 8, 10*time.Millisecond)
+	stream = udpStream(t, l.External, addr)
 	pings := map[string]chan string{}
 	for _, pair := range [][2]labtest.Pod{{p2, p3}, {p3, p2}} {
 		for _, to := range []string{pair[1].IP, pair[1].IP6} {
@@ -267,9 +185,9 @@ func TestDrainAndRollingRestartLoseNothing(t *testing.T) {
 		}
 		restarted := time.Now()
 		wait.Until(t, 30*time.Second, n.Name+"'s sessions re-established by the new agent", func() bool {
-			return upFor(l, n.Addr()) < time.Since(restarted) && upFor(l, n.Addr6()) < time.Since(restarted)
+			return l.FRR.UpFor(n.Addr()) < time.Since(restarted) && l.FRR.UpFor(n.Addr6()) < time.Since(restarted)
 		})
-		wait.Equal(t, 10*time.Second, n.Name+" announcing again", all, func() string { return torNextHops(l, host) })
+		wait.Equal(t, 10*time.Second, n.Name+" announcing again", all, func() string { return l.FRR.NextHops(host) })
 	}
 	restart := time.Since(start)
 	wait.Until(t, 10*time.Second, "BFD up again with every restarted agent", func() bool {
@@ -283,7 +201,7 @@ func TestDrainAndRollingRestartLoseNothing(t *testing.T) {
 	if restart > 25*time.Second {
 		t.Fatalf("the rolling restart took %s, longer than the pings run", restart)
 	}
-	sent, lost = stream.finish()
+	sent, lost = stream.Finish()
 	t.Logf("rolling restart of 3 agents in %s: UDP stream to the Service: %d sent, %d lost", restart.Round(time.Millisecond), sent, lost)
 	if lost != 0 {
 		t.Fatalf("%d of %d requests to the Service lost across the rolling restart", lost, sent)
@@ -297,16 +215,11 @@ func TestDrainAndRollingRestartLoseNothing(t *testing.T) {
 	}
 }
 
-// upFor is how long FRR's session with addr has been Established (an hour
-// when it is not).
-func upFor(l *labtest.TorLab, addr string) time.Duration {
-	out, err := l.FRR.Vtysh("show bgp neighbors " + addr + " json")
-	var peers map[string]struct {
-		State string `json:"bgpState"`
-		UpMs  int64  `json:"bgpTimerUpMsec"`
+// udpStream starts 8 flows of 100 datagrams a second from ns to addr.
+func udpStream(t *testing.T, ns netnstest.NS, addr string) *labtest.UDPStream {
+	s, err := labtest.StartUDPStream(ns, addr, 8, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err != nil || json.Unmarshal([]byte(out), &peers) != nil || peers[addr].State != "Established" {
-		return time.Hour
-	}
-	return time.Duration(peers[addr].UpMs) * time.Millisecond
+	return s
 }

@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,81 +46,13 @@ func servicesLab(t *testing.T, nodes int) (*labtest.TorLab, *kubelab.Cluster) {
 	return l, c
 }
 
-// torNextHops are the next hops of FRR's route to prefix, from its JSON.
-func torNextHops(l *labtest.TorLab, prefix string) string {
-	out, err := l.FRR.Vtysh("show ip route " + prefix + " json")
-	if err != nil {
-		return err.Error()
-	}
-	var routes map[string][]struct {
-		Nexthops []struct {
-			IP     string `json:"ip"`
-			Active bool   `json:"active"`
-		} `json:"nexthops"`
-	}
-	if err := json.Unmarshal([]byte(out), &routes); err != nil {
-		return err.Error()
-	}
-	var hops []string
-	for _, r := range routes[prefix] {
-		for _, nh := range r.Nexthops {
-			if nh.Active {
-				hops = append(hops, nh.IP)
-			}
-		}
-	}
-	slices.Sort(hops)
-	return strings.Join(hops, " ")
-}
-
-// serveName answers every TCP connection on port in a pod with its name,
-// and echoes every UDP datagram on the same port.
-func serveName(t *testing.T, p labtest.Pod, port int) {
-	var ln net.Listener
-	var pc net.PacketConn
-	err := p.NS.Do(func() (err error) {
-		if ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); err != nil {
-			return err
-		}
-		pc, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port))
-		return err
-	})
+// serve runs labtest.Serve in a pod for the test's duration.
+func serve(t *testing.T, p labtest.Pod, port int) {
+	stop, err := labtest.Serve(p, port)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close(); pc.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte(p.Name))
-			c.Close()
-		}
-	}()
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
-}
-
-// fetch connects from ns to addr and returns what the server said.
-func fetch(ns netnstest.NS, addr string) (string, error) {
-	var c net.Conn
-	if err := ns.Do(func() (err error) { c, err = net.DialTimeout("tcp", addr, 300*time.Millisecond); return }); err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	b, err := io.ReadAll(c)
-	return string(b), err
+	t.Cleanup(stop)
 }
 
 func lbService(name string, policy corev1.ServiceExternalTrafficPolicy) *corev1.Service {
@@ -151,7 +80,7 @@ func TestLoadBalancerServiceFromOutside(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		serveName(t, p, 8080)
+		serve(t, p, 8080)
 		pods = append(pods, p)
 	}
 	for _, p := range pods[:2] {
@@ -176,16 +105,16 @@ func TestLoadBalancerServiceFromOutside(t *testing.T) {
 	})
 	host := lb + "/32"
 	n1, n2, n3 := l.Nodes[0].Addr(), l.Nodes[1].Addr(), l.Nodes[2].Addr()
-	wait.Equal(t, 20*time.Second, "Local: the ToR routes "+host+" via the two nodes with ready endpoints", n1+" "+n2, func() string { return torNextHops(l, host) })
+	wait.Equal(t, 20*time.Second, "Local: the ToR routes "+host+" via the two nodes with ready endpoints", n1+" "+n2, func() string { return l.FRR.NextHops(host) })
 	t.Logf("Service created -> %s at the ToR via %s and %s: %s", host, n1, n2, time.Since(created).Round(time.Millisecond))
 	addr := net.JoinHostPort(lb, "80")
 	d := wait.Until(t, 10*time.Second, "the client behind the ToR answered through kube-proxy", func() bool {
-		got, err := fetch(l.External, addr)
+		got, err := labtest.Fetch(l.External, addr)
 		return err == nil && (got == "web-1" || got == "web-2")
 	})
 	t.Logf("-> the client's first answer: %s after the route (kube-proxy's own sync)", d)
 	for range 5 {
-		got, err := fetch(l.External, addr)
+		got, err := labtest.Fetch(l.External, addr)
 		if err != nil || (got != "web-1" && got != "web-2") {
 			t.Fatalf("client behind the ToR -> %s: %q %v, want web-1 or web-2", addr, got, err)
 		}
@@ -195,7 +124,7 @@ func TestLoadBalancerServiceFromOutside(t *testing.T) {
 	if err := c.SetPodReady(ctx, "web-1", false); err != nil {
 		t.Fatal(err)
 	}
-	d = wait.Until(t, 10*time.Second, "node1 withdrawn at the ToR", func() bool { return torNextHops(l, host) == n2 })
+	d = wait.Until(t, 10*time.Second, "node1 withdrawn at the ToR", func() bool { return l.FRR.NextHops(host) == n2 })
 	t.Logf("last endpoint on node1 unready -> node1 withdrawn at the ToR: %s", d)
 
 	// The endpoint moves: web-2 unready, web-3 (node3) ready. New
@@ -203,16 +132,16 @@ func TestLoadBalancerServiceFromOutside(t *testing.T) {
 	if err := c.SetPodReady(ctx, "web-2", false); err != nil {
 		t.Fatal(err)
 	}
-	wait.Equal(t, 10*time.Second, "no ready endpoint: no route at the ToR", "", func() string { return torNextHops(l, host) })
+	wait.Equal(t, 10*time.Second, "no ready endpoint: no route at the ToR", "", func() string { return l.FRR.NextHops(host) })
 	if err := c.SetPodReady(ctx, "web-3", true); err != nil {
 		t.Fatal(err)
 	}
 	d = wait.Until(t, 10*time.Second, "the client's new connections reach web-3 on node3", func() bool {
-		got, err := fetch(l.External, addr)
+		got, err := labtest.Fetch(l.External, addr)
 		return err == nil && got == "web-3"
 	})
-	t.Logf("endpoint moved to node3 -> the client's new connections answered there: %s (ToR: via %s)", d, torNextHops(l, host))
-	if hops := torNextHops(l, host); hops != n3 {
+	t.Logf("endpoint moved to node3 -> the client's new connections answered there: %s (ToR: via %s)", d, l.FRR.NextHops(host))
+	if hops := l.FRR.NextHops(host); hops != n3 {
 		t.Fatalf("ToR next hops %q, want node3's %s only", hops, n3)
 	}
 
@@ -225,9 +154,9 @@ func TestLoadBalancerServiceFromOutside(t *testing.T) {
 	if _, err := c.CS.CoreV1().Services("default").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	wait.Equal(t, 10*time.Second, "Cluster: the ToR routes via every node", n1+" "+n2+" "+n3, func() string { return torNextHops(l, host) })
+	wait.Equal(t, 10*time.Second, "Cluster: the ToR routes via every node", n1+" "+n2+" "+n3, func() string { return l.FRR.NextHops(host) })
 	for range 5 {
-		if got, err := fetch(l.External, addr); err != nil || got != "web-3" {
+		if got, err := labtest.Fetch(l.External, addr); err != nil || got != "web-3" {
 			t.Fatalf("Cluster: %q %v, want web-3 (the only ready endpoint)", got, err)
 		}
 	}

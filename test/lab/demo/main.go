@@ -3,7 +3,9 @@
 // kube-apiserver on the lab's management network, a pod on each node
 // created in the API and wired by the CNI plugin, and a report of what
 // happened: BGP sessions, routes, a ping matrix, a NetworkPolicy blocking
-// then allowing, and the convergence times measured. It exits non-zero if
+// then allowing, a LoadBalancer Service reached from outside through a real
+// kube-proxy, a node drained under traffic, and the convergence times
+// measured. It exits non-zero if
 // any check fails.
 package main
 
@@ -35,6 +37,8 @@ type demo struct {
 	agentsStarted time.Time
 	failed        []string
 	times         [][2]string
+	proxies       []*labtest.Proc // kube-proxy on each node
+	stops         []func()        // the pods' servers
 }
 
 func main() { os.Exit(run()) }
@@ -73,6 +77,7 @@ func run() int {
 		defer d.explain(dir)
 	} else {
 		defer func() {
+			d.stopServices()
 			if d.api != nil {
 				d.api.Stop()
 			}
@@ -88,6 +93,7 @@ func run() int {
 	d.clusterView()
 	d.podsAndPings()
 	d.policy()
+	d.services()
 	section("Summary")
 	for _, t := range d.times {
 		fmt.Printf("  %-62s %s\n", t[0], t[1])
@@ -270,6 +276,9 @@ func (d *demo) explain(dir string) {
 	var pids, nss []string
 	for _, n := range d.lab.Nodes {
 		pids = append(pids, fmt.Sprint(n.Agent.Cmd.Process.Pid))
+	}
+	for _, p := range d.proxies {
+		pids = append(pids, fmt.Sprint(p.Cmd.Process.Pid))
 	}
 	for _, pid := range d.lab.FRR.PIDs() {
 		pids = append(pids, fmt.Sprint(pid))
