@@ -132,6 +132,14 @@ type Peer struct {
 	// AcceptServices widens Accept by the Service scope of Set's Adverts:
 	// another node of the cluster may announce Service addresses too.
 	AcceptServices bool
+	// Withhold keeps kinds of announcements from this peer; changed live.
+	Withhold Withhold
+}
+
+// Withhold names the kinds of announcements a peer does not get.
+type Withhold struct {
+	PodCIDRs bool // this node's pod CIDRs (and the cluster's, reflected)
+	Services bool // Service addresses, this node's and reflected ones
 }
 
 // sameSession reports whether p and q configure the same session: all but
@@ -140,12 +148,13 @@ type Peer struct {
 func (p Peer) sameSession(q Peer) bool {
 	p.Accept, p.AcceptExact, q.Accept, q.AcceptExact = nil, nil, nil, nil
 	p.AcceptServices, q.AcceptServices = false, false
+	p.Withhold, q.Withhold = Withhold{}, Withhold{}
 	return reflect.DeepEqual(p, q)
 }
 
 // sameGuard reports whether p and q accept the same prefixes.
 func (p Peer) sameGuard(q Peer) bool {
-	return slices.Equal(p.Accept, q.Accept) && slices.Equal(p.AcceptExact, q.AcceptExact) && p.AcceptServices == q.AcceptServices
+	return slices.Equal(p.Accept, q.Accept) && slices.Equal(p.AcceptExact, q.AcceptExact) && p.AcceptServices == q.AcceptServices && p.Withhold == q.Withhold
 }
 
 // GracefulRestart configures RFC 4724 for a peer.

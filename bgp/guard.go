@@ -84,8 +84,8 @@ type guard struct {
 func (g guard) key() string {
 	var b strings.Builder
 	for _, a := range slices.SortedFunc(maps.Keys(g.peers), netip.Addr.Compare) {
-		if p := g.peers[a]; len(p.Accept)+len(p.AcceptExact) > 0 || p.AcceptServices || g.drain {
-			fmt.Fprintf(&b, "%s=%v/%v/%v/%d;", a, p.Accept, p.AcceptExact, p.AcceptServices, p.ASN)
+		if p := g.peers[a]; len(p.Accept)+len(p.AcceptExact) > 0 || p.AcceptServices || p.Withhold != (Withhold{}) || g.drain {
+			fmt.Fprintf(&b, "%s=%v/%v/%v/%v/%d;", a, p.Accept, p.AcceptExact, p.AcceptServices, p.Withhold, p.ASN)
 		}
 	}
 	fmt.Fprintf(&b, "scope=%v;drain=%v", g.scope, g.drain)
@@ -116,8 +116,10 @@ func guardPolicies(cfg Config, g guard) ([]*api.DefinedSet, []*api.Policy) {
 	}
 	// Export: what this node originates (Set checked it: the pod CIDRs and
 	// Service addresses in scope), marked down first when draining.
-	drainSets, exp := drainStatements(cfg, g)
-	sets = append(sets, drainSets...)
+	withSets, exp := withholdStatements(g.peers, have)
+	drainSets, drainStmts := drainStatements(cfg, g)
+	sets = append(append(sets, withSets...), drainSets...)
+	exp = append(exp, drainStmts...)
 	exp = append(exp, &api.Statement{
 		Name:       "export-local",
 		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
@@ -139,6 +141,37 @@ func guardPolicies(cfg Config, g guard) ([]*api.DefinedSet, []*api.Policy) {
 		}
 	}
 	return sets, []*api.Policy{{Name: "petrel-import", Statements: imp}, {Name: "petrel-export", Statements: exp}}
+}
+
+// withholdStatements reject, toward each peer with Withhold, the kinds
+// it does not get: ahead of every export statement that accepts.
+func withholdStatements(peers map[netip.Addr]Peer, have map[string]bool) ([]*api.DefinedSet, []*api.Statement) {
+	var sets []*api.DefinedSet
+	var stmts []*api.Statement
+	for _, a := range slices.SortedFunc(maps.Keys(peers), netip.Addr.Compare) {
+		w := peers[a].Withhold
+		if w == (Withhold{}) {
+			continue
+		}
+		nb := "out-" + a.String()
+		sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: nb, List: []string{a.String()}})
+		// The cluster set holds this node's pod CIDRs and every other
+		// node's (reflected); the services set every Service address.
+		for kind, off := range map[string]bool{"cluster": w.PodCIDRs, "services": w.Services} {
+			for _, fam := range []string{"-v4", "-v6"} {
+				set := "petrel-" + kind + fam
+				if !off || !have[set] {
+					continue
+				}
+				stmts = append(stmts, &api.Statement{Name: "withhold-" + kind + "-" + a.String() + fam,
+					Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Name: nb, Type: api.MatchSet_TYPE_ANY},
+						PrefixSet: &api.MatchSet{Name: set, Type: api.MatchSet_TYPE_ANY}},
+					Actions: &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT}})
+			}
+		}
+	}
+	slices.SortFunc(stmts, func(x, y *api.Statement) int { return strings.Compare(x.Name, y.Name) })
+	return sets, stmts
 }
 
 // drainStatements prepend this node's AS three more times to what it

@@ -144,3 +144,34 @@ func attrsFrom(t *testing.T, s *Speaker, peer netip.Addr) string {
 	slices.Sort(out)
 	return strings.Join(out, "; ")
 }
+
+// A peer limited to Service addresses (a router that must not learn the
+// pod CIDRs, say) gets only those, and the limit changes live, without a
+// session reset.
+func TestWithholdFromAPeer(t *testing.T) {
+	a := startNode(t, "127.0.0.91", 65001, []string{"10.244.1.0/24"})
+	b := startNode(t, "127.0.0.92", 65002, []string{"10.244.2.0/24"})
+	ctx := context.Background()
+	scope := prefixes("10.250.0.0/24")
+	if _, err := b.sp.Set(ctx, []Peer{b.peerOf(a)}, Adverts{Prefixes: b.pods, ServiceScope: scope}); err != nil {
+		t.Fatal(err)
+	}
+	setA := func(w Withhold) Changes {
+		t.Helper()
+		p := a.peerOf(b)
+		p.Withhold = w
+		c, err := a.sp.Set(ctx, []Peer{p}, Adverts{Prefixes: a.pods, Services: prefixes("10.250.0.9/32"), ServiceScope: scope})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	setA(Withhold{PodCIDRs: true})
+	b.routesBecome("10.250.0.9/32 via 127.0.0.91")
+	if c := setA(Withhold{Services: true}); c.PeersAdded+c.PeersRemoved != 0 {
+		t.Fatalf("a changed limit reset the session: %+v", c)
+	}
+	b.routesBecome("10.244.1.0/24 via 127.0.0.91")
+	setA(Withhold{})
+	b.routesBecome("10.244.1.0/24 via 127.0.0.91; 10.250.0.9/32 via 127.0.0.91")
+}

@@ -265,10 +265,14 @@ func (s *Speaker) setPeers(ctx context.Context, want map[netip.Addr]Peer, c *Cha
 		if ok && cur.sameSession(p) && (!s.dropped[addr] && !s.limited[addr].due(time.Now()) || s.waiting(addr, time.Now())) {
 			if !cur.sameGuard(p) {
 				// The guard already holds the new prefixes: apply it to what
-				// the peer sent before (GoBGP keeps rejected paths too).
+				// the peer sent before (GoBGP keeps rejected paths too), and
+				// send the peer what it may have now.
 				s.peers[addr] = p
-				if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Soft: true,
-					Direction: api.ResetPeerRequest_DIRECTION_IN}); err != nil {
+				dir := api.ResetPeerRequest_DIRECTION_IN
+				if cur.Withhold != p.Withhold {
+					dir = api.ResetPeerRequest_DIRECTION_BOTH
+				}
+				if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Soft: true, Direction: dir}); err != nil {
 					errs = append(errs, fmt.Errorf("apply the guard to peer %s: %w", addr, err))
 				}
 			}

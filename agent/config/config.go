@@ -100,6 +100,17 @@ type PeerOptions struct {
 	GracefulRestart      GracefulRestart `json:"gracefulRestart"`
 	RouteReflectorClient bool            `json:"routeReflectorClient,omitempty"`
 	MaxPrefixes          uint32          `json:"maxPrefixes,omitempty"`
+	Advertise            Advertise       `json:"advertise"`
+}
+
+// Advertise limits what this node announces to a peer; both default to
+// true.
+type Advertise struct {
+	// PodCIDRs: the node's pod CIDRs (and, from a route reflector, the
+	// cluster's).
+	PodCIDRs *bool `json:"podCIDRs,omitempty"`
+	// Services: Service addresses (LoadBalancer, external, cluster IPs).
+	Services *bool `json:"services,omitempty"`
 }
 
 // BFDConfig enables BFD on a peer.

@@ -62,6 +62,8 @@ func (o PeerOptions) Apply(p bgp.Peer) bgp.Peer {
 	}
 	p.BFD = bgp.BFD{Enabled: o.BFD.Enabled, MinTx: time.Duration(o.BFD.MinTx), MinRx: time.Duration(o.BFD.MinRx), Multiplier: o.BFD.Multiplier}
 	p.RouteReflectorClient, p.MaxPrefixes = o.RouteReflectorClient, o.MaxPrefixes
+	off := func(b *bool) bool { return b != nil && !*b }
+	p.Withhold = bgp.Withhold{PodCIDRs: off(o.Advertise.PodCIDRs), Services: off(o.Advertise.Services)}
 	return p
 }
 

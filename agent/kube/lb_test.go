@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/petrelnet/petrel/bgp"
 	"github.com/petrelnet/petrel/internal/testkit/kubetest"
 	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
@@ -242,6 +243,28 @@ func TestServiceAnnouncements(t *testing.T) {
 	scope := "scope=[10.96.0.0/16 10.250.0.0/24 192.0.2.7/32]"
 	wait.Equal(t, 5*time.Second, "node1 (selected) announces all three kinds", "mine=[10.96.0.0/16 10.250.0.20/32 192.0.2.7/32] "+scope, func() string { return view(k1) })
 	wait.Equal(t, 5*time.Second, "node2 (not selected) nothing, same scope", "mine=[] "+scope, func() string { return view(k2) })
+
+	// A router that gets Service addresses only; the mesh session may
+	// carry Service addresses from the other node.
+	if _, err := adminDyn.Resource(bgpPeersGVR).Create(ctx, object("BGPPeer", "lb-router", map[string]any{"peerAddress": "10.99.0.1", "peerASN": int64(65000),
+		"advertise": map[string]any{"podCIDRs": false}}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wait.Equal(t, 5*time.Second, "node1's sessions", "10.99.2.2 services-in | 10.99.0.1 withhold={PodCIDRs:true Services:false} | ", func() string {
+		v, _ := k1.view(0)
+		out := ""
+		for _, p := range v.peers {
+			out += p.Address.String()
+			if p.AcceptServices {
+				out += " services-in"
+			}
+			if p.Withhold != (bgp.Withhold{}) {
+				out += fmt.Sprintf(" withhold=%+v", p.Withhold)
+			}
+			out += " | "
+		}
+		return out
+	})
 }
 
 func applyConfig(ctx context.Context, dyn dynamic.Interface, spec map[string]any) error {
