@@ -48,8 +48,13 @@ func (s *fakeSpeaker) Set(_ context.Context, peers []bgp.Peer, a bgp.Adverts) (b
 		s.j.add("bgp peers %s", peerList(peers))
 		c.PeersAdded = len(peers)
 	}
-	if !slices.Equal(a.Prefixes, s.adverts.Prefixes) || !slices.Equal(a.Communities, s.adverts.Communities) {
-		s.j.add("bgp announce %v communities %v", a.Prefixes, a.Communities)
+	if !slices.Equal(a.Prefixes, s.adverts.Prefixes) || !slices.Equal(a.Communities, s.adverts.Communities) ||
+		!slices.Equal(a.Services, s.adverts.Services) || !slices.Equal(a.ServiceScope, s.adverts.ServiceScope) || a.Drain != s.adverts.Drain {
+		line := fmt.Sprintf("bgp announce %v communities %v", a.Prefixes, a.Communities)
+		if len(a.Services)+len(a.ServiceScope) > 0 || a.Drain {
+			line += fmt.Sprintf(" services %v in %v drain %v", a.Services, a.ServiceScope, a.Drain)
+		}
+		s.j.add("%s", line)
 		c.PathsAdded = len(a.Prefixes)
 	}
 	s.peers, s.adverts = slices.Clone(peers), a

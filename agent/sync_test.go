@@ -331,3 +331,22 @@ func TestResyncReleasesOrphanedAddresses(t *testing.T) {
 		t.Fatalf("petrel_orphan_addresses_released_total = %v, want 1", n)
 	}
 }
+
+// Service addresses go out with the pod CIDRs. A drain marks everything at
+// once, withdraws the Service addresses only after the delay, keeps the
+// pod CIDRs; its end announces everything as before.
+func TestDrainWithdrawsServicesAfterTheDelay(t *testing.T) {
+	r := newRig(t)
+	r.sync(false)
+	lb := []netip.Prefix{netip.MustParsePrefix("10.250.0.1/32")}
+	scope := []netip.Prefix{netip.MustParsePrefix("10.250.0.0/24")}
+	r.src.snap.Services, r.src.snap.ServiceScope = lb, scope
+	pods := "[10.244.1.0/24 fd00:10:244:1::/64] communities []"
+	r.step("a Service address", []string{"bgp announce " + pods + " services [10.250.0.1/32] in [10.250.0.0/24] drain false"})
+	r.src.snap.Drain, r.src.snap.DrainDelay = true, time.Hour
+	r.step("drain begins", []string{"bgp announce " + pods + " services [10.250.0.1/32] in [10.250.0.0/24] drain true"})
+	r.a.drainAt = time.Now().Add(-time.Hour)
+	r.step("drain delay over", []string{"bgp announce " + pods + " services [] in [10.250.0.0/24] drain true"})
+	r.src.snap.Drain = false
+	r.step("drain ended", []string{"bgp announce " + pods + " services [10.250.0.1/32] in [10.250.0.0/24] drain false"})
+}
