@@ -34,10 +34,14 @@ func TestServiceAddressesOnlyInScope(t *testing.T) {
 	ctx := context.Background()
 	bAdverts := Adverts{Prefixes: b.pods,
 		Services:     prefixes("10.250.0.5/32", "10.250.0.0/24", "10.250.1.1/32", "10.251.0.1/32", "10.250.0.0/25"),
-		ServiceScope: prefixes("10.250.0.0/24", "10.250.1.0/24")}
+		ServiceScope: prefixes("10.250.0.0/24", "10.250.1.0/24"), Communities: []uint32{65000<<16 | 7}}
 	_, err := b.sp.Set(ctx, []Peer{b.peerOf(a)}, bAdverts)
 	if err == nil || !strings.Contains(err.Error(), "10.251.0.1/32") || !strings.Contains(err.Error(), "10.250.0.0/25") || strings.Contains(err.Error(), "10.250.0.5") {
 		t.Fatalf("Set with addresses outside the scope: %v, want both named, and only them", err)
+	}
+	// The same again re-originates nothing (no UPDATEs at every sync).
+	if c, _ := b.sp.Set(ctx, []Peer{b.peerOf(a)}, bAdverts); c.PathsAdded+c.PathsRemoved != 0 {
+		t.Fatalf("the same Set again changed paths: %+v", c)
 	}
 	setA := func(services bool, scope ...string) {
 		t.Helper()

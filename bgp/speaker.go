@@ -368,11 +368,8 @@ func (s *Speaker) setAdverts(adverts Adverts, c *Changes) error {
 	if err := errors.Join(errs...); err != nil {
 		return errors.Join(fmt.Errorf("originate %v: %w", slices.Collect(maps.Keys(want)), err), outside)
 	}
-	if outside != nil {
-		return outside
-	}
 	s.originatedWith = s.communities
-	return nil
+	return outside // the rest is announced all the same
 }
 
 // ParseCommunity reads a standard community written as "AS:VALUE".

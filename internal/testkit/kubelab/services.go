@@ -2,7 +2,6 @@ package kubelab
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -40,16 +39,7 @@ func (c *Cluster) StartProxies(l *labtest.TorLab) ([]*labtest.Proc, error) {
 	var out []*labtest.Proc
 	for _, n := range l.Nodes {
 		conf := filepath.Join(n.Dir, "kube-proxy.yaml")
-		body := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-mode: nftables
-clientConnection: {kubeconfig: %q}
-hostnameOverride: %s
-clusterCIDR: %s
-healthzBindAddress: 127.0.0.1:10256
-metricsBindAddress: 127.0.0.1:10249
-conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
-`, c.API.Kubeconfig, n.Name, ClusterCIDRs)
+		body := kubetest.ProxyConfig(c.API.Kubeconfig, n.Name, ClusterCIDRs)
 		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 			return out, err
 		}

@@ -85,3 +85,19 @@ func Apply(ctx context.Context, cfg *rest.Config, path string) ([]string, error)
 		done = append(done, gvk.Kind+"/"+obj.GetName())
 	}
 }
+
+// ProxyConfig is kube-proxy's configuration file for a node: nftables
+// mode, loopback health and metrics ports, and the machine-wide conntrack
+// settings left alone.
+func ProxyConfig(kubeconfig, nodeName, clusterCIDRs string) string {
+	return fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection: {kubeconfig: %q}
+hostnameOverride: %s
+clusterCIDR: %s
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+`, kubeconfig, nodeName, clusterCIDRs)
+}

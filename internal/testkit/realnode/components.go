@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/petrelnet/petrel/internal/testkit/kubetest"
 	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
@@ -119,16 +120,7 @@ func (n *Node) startProxy() error {
 		return err
 	}
 	conf := filepath.Join(n.Dir, "kube-proxy.yaml")
-	body := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-mode: nftables
-clientConnection: {kubeconfig: %q}
-hostnameOverride: %s
-clusterCIDR: %s
-healthzBindAddress: 127.0.0.1:10256
-metricsBindAddress: 127.0.0.1:10249
-conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
-`, kc, n.cfg.Name, strings.Join(n.cfg.ClusterCIDRs, ","))
+	body := kubetest.ProxyConfig(kc, n.cfg.Name, strings.Join(n.cfg.ClusterCIDRs, ","))
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		return err
 	}
