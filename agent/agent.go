@@ -146,6 +146,8 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 		adverts = bgp.Adverts{Prefixes: pods, Services: a.drainServices(snap), ServiceScope: snap.ServiceScope,
 			Communities: snap.Communities, Drain: snap.Drain}
 	}
+	a.metrics.services.Set(float64(len(adverts.Services)))
+	a.metrics.draining.Set(map[bool]float64{true: 1}[adverts.Drain])
 	var recErr error
 	if resync {
 		_, recErr = a.speaker.Reconcile(ctx)

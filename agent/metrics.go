@@ -24,6 +24,8 @@ type agentMetrics struct {
 	podAddresses     prometheus.Gauge
 	routeConflicts   prometheus.Gauge
 	nextHopsRejected prometheus.Gauge
+	services         prometheus.Gauge
+	draining         prometheus.Gauge
 	drifts           *prometheus.CounterVec
 	orphans          prometheus.Counter
 	refused          *prometheus.GaugeVec
@@ -49,6 +51,10 @@ func newAgentMetrics() *agentMetrics {
 		Help: "Learned prefixes not installed because a route Petrel does not own (another protocol) holds them."})
 	m.nextHopsRejected = prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_nexthops_rejected",
 		Help: "Learned next hops refused: a local address, inside the cluster's pod CIDRs, unreachable, or reached only through Petrel's own routes."})
+	m.services = prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_service_addresses_announced",
+		Help: "Service addresses (LoadBalancer, external, cluster IP ranges) this node announces now."})
+	m.draining = prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_draining",
+		Help: "1 while the node drains (RFC 8326 GRACEFUL_SHUTDOWN on every announcement)."})
 	m.notReady.Store(&starting)
 	m.drifts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "petrel_drift_repaired_total",
 		Help: "Changes made behind the agent's back to what it owns (route, table, chain, rule, set, conflist), repaired at once."}, []string{"object"})
@@ -57,7 +63,7 @@ func newAgentMetrics() *agentMetrics {
 	m.orphans = prometheus.NewCounter(prometheus.CounterOpts{Name: "petrel_orphan_addresses_released_total",
 		Help: "Pod addresses released because the pod's network namespace and veth were gone without a CNI DEL (a chained plugin failed DEL first)."})
 	m.reg.MustRegister(m.drifts, m.refused, m.orphans)
-	m.reg.MustRegister(m.routesInstalled, m.fibSync, m.policySync, m.podAddresses, m.routeConflicts, m.nextHopsRejected,
+	m.reg.MustRegister(m.routesInstalled, m.fibSync, m.policySync, m.podAddresses, m.routeConflicts, m.nextHopsRejected, m.services, m.draining,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

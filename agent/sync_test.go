@@ -345,8 +345,14 @@ func TestDrainWithdrawsServicesAfterTheDelay(t *testing.T) {
 	r.step("a Service address", []string{"bgp announce " + pods + " services [10.250.0.1/32] in [10.250.0.0/24] drain false"})
 	r.src.snap.Drain, r.src.snap.DrainDelay = true, time.Hour
 	r.step("drain begins", []string{"bgp announce " + pods + " services [10.250.0.1/32] in [10.250.0.0/24] drain true"})
+	if s, d := testutil.ToFloat64(r.a.metrics.services), testutil.ToFloat64(r.a.metrics.draining); s != 1 || d != 1 {
+		t.Fatalf("metrics while draining: %v addresses, draining %v", s, d)
+	}
 	r.a.drainAt = time.Now().Add(-time.Hour)
 	r.step("drain delay over", []string{"bgp announce " + pods + " services [] in [10.250.0.0/24] drain true"})
+	if s := testutil.ToFloat64(r.a.metrics.services); s != 0 {
+		t.Fatalf("%v Service addresses announced after the drain delay", s)
+	}
 	r.src.snap.Drain = false
 	r.step("drain ended", []string{"bgp announce " + pods + " services [10.250.0.1/32] in [10.250.0.0/24] drain false"})
 }
