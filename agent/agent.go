@@ -41,14 +41,15 @@ type agent struct {
 	poke    func()
 	stop    context.CancelCauseFunc // ends Run, with the reason
 
-	speaker  Speaker
-	bgpCfg   bgp.Config              // the running speaker's settings
-	current  atomic.Pointer[Speaker] // for the metrics collector
-	policy   policyState
-	ready    bool          // the datapath was complete once: the pod CIDRs may be announced
-	lastConf *cni.ConfList // the CNI config last written
-	nodeGone bool
-	drainAt  time.Time // when the node began to drain; zero: not draining
+	speaker   Speaker
+	bgpCfg    bgp.Config              // the running speaker's settings
+	current   atomic.Pointer[Speaker] // for the metrics collector
+	policy    policyState
+	ready     bool          // the datapath was complete once: the pod CIDRs may be announced
+	lastConf  *cni.ConfList // the CNI config last written
+	nodeGone  bool
+	drainAt   time.Time // when the node began to drain; zero: not draining
+	drainDone bool      // the drain delay is over: Service addresses withdrawn
 }
 
 func newAgent(cfg *config.Config, log *slog.Logger, src Source, dp Dataplane) *agent {
@@ -295,7 +296,7 @@ func (a *agent) drainServices(snap Snapshot) []netip.Prefix {
 		if !a.drainAt.IsZero() {
 			a.log.Info("drain ended: announcing at full preference again")
 		}
-		a.drainAt = time.Time{}
+		a.drainAt, a.drainDone = time.Time{}, false
 		return snap.Services
 	case a.drainAt.IsZero():
 		a.drainAt = time.Now()
@@ -304,6 +305,10 @@ func (a *agent) drainServices(snap Snapshot) []netip.Prefix {
 		time.AfterFunc(snap.DrainDelay, a.poke)
 	}
 	if time.Since(a.drainAt) >= snap.DrainDelay {
+		if !a.drainDone {
+			a.drainDone = true
+			a.log.Warn("drain delay over: Service addresses withdrawn; pod CIDRs stay announced, marked", "services", len(snap.Services))
+		}
 		return nil
 	}
 	return snap.Services
