@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -16,8 +17,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	netv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/petrelnet/petrel/internal/testkit/kubelab"
 	"github.com/petrelnet/petrel/internal/testkit/labtest"
+	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 	"github.com/petrelnet/petrel/internal/testkit/wait"
 	"github.com/petrelnet/petrel/ipam"
 )
@@ -182,9 +186,78 @@ var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 // checkAgentRollout replaces the real node's agent pod (kubectl rollout
 // restart) under a ping stream of 100 packets a second from a played
 // node's pod to a real pod, each family, and wants none lost.
-func (c *cluster) checkAgentRollout(t *testing.T, lab1 labtest.Pod, a4, a6 string) {
+// checkLoadBalancer: a LoadBalancer Service (policy Local) for pod b gets an
+// address from a pool; the ToR routes it via the real node alone (the lab
+// nodes have no endpoint); the host behind the ToR is answered through the
+// real node's kube-proxy. It returns the address.
+func (c *cluster) checkLoadBalancer(t *testing.T) string {
+	ctx := context.Background()
+	if err := c.c.Apply(ctx, kubelab.LBPools, "realnode", map[string]any{"cidrs": []any{"10.250.0.0/24"}}); err != nil {
+		t.Fatal(err)
+	}
+	netnstest.MustIP(t, c.lab.External, "route", "replace", "10.250.0.0/24", "via", "10.100.0.1")
+	start := time.Now()
+	svc, err := c.c.CS.CoreV1().Services(testNS).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "server-lb"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
+			Selector: map[string]string{"role": "server"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lb string
+	c.waitFor(30*time.Second, "an address for the LoadBalancer Service", func() (bool, string) {
+		s, err := c.c.CS.CoreV1().Services(testNS).Get(ctx, svc.Name, metav1.GetOptions{})
+		if err != nil || len(s.Status.LoadBalancer.Ingress) == 0 {
+			return false, errString(err)
+		}
+		lb = s.Status.LoadBalancer.Ingress[0].IP
+		return true, ""
+	})
+	c.waitFor(30*time.Second, "the ToR routes "+lb+" via the real node only", func() (bool, string) {
+		hops := c.lab.FRR.NextHops(lb + "/32")
+		return hops == c.real.Addr(), hops
+	})
+	c.waitFor(30*time.Second, "the host behind the ToR answered by pod b at "+lb, func() (bool, string) {
+		got, err := get(c.lab.External, hostPort(lb, 80), "/")
+		return err == nil && got == "b", got + " " + errString(err)
+	})
+	t.Logf("LoadBalancer Service created -> answered from behind the ToR through the real node's kube-proxy: %s", time.Since(start).Round(time.Millisecond))
+	return lb
+}
+
+func (c *cluster) checkAgentRollout(t *testing.T, lab1 labtest.Pod, a4, a6, lb string) {
 	ctx := context.Background()
 	old := c.agentPod(t)
+	// Requests to the LoadBalancer address from behind the ToR, a new
+	// connection every 10 ms, throughout.
+	var reqs, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			reqs.Add(1)
+			if got, err := get(c.lab.External, hostPort(lb, 80), "/"); err != nil || got != "b" {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, fmt.Sprintf("%q %v", got, err))
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-done
+		t.Logf("requests to LoadBalancer %s across the agent's rollout: %d sent, %d failed", lb, reqs.Load(), failed.Load())
+		if failed.Load() != 0 {
+			t.Errorf("%d of %d requests to the LoadBalancer address failed across the rollout (first: %v)", failed.Load(), reqs.Load(), firstErr.Load())
+		}
+	}()
 	var pings []*exec.Cmd
 	var outs []*bytes.Buffer
 	for _, to := range []string{a4, a6} {

@@ -131,8 +131,9 @@ func (c *cluster) run(t *testing.T) {
 		return err == nil && got == "b", got + " " + errString(err)
 	})
 
+	lb := c.checkLoadBalancer(t)
 	c.checkPolicy(t, a4, b4, lab1)
-	c.checkAgentRollout(t, lab1, a4, a6)
+	c.checkAgentRollout(t, lab1, a4, a6, lb)
 	c.checkChurn(t, 50)
 }
 
