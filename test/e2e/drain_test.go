@@ -77,9 +77,14 @@ func TestDrainAndRollingRestartLoseNothing(t *testing.T) {
 	host, addr := lb+"/32", net.JoinHostPort(lb, "80")
 	all := l.Nodes[0].Addr() + " " + l.Nodes[1].Addr() + " " + l.Nodes[2].Addr()
 	wait.Equal(t, 20*time.Second, "the ToR routes the address via all three nodes", all, func() string { return l.FRR.NextHops(host) })
-	wait.Until(t, 10*time.Second, "kube-proxy delivers on every node", func() bool {
-		got, err := labtest.Fetch(l.External, addr)
-		return err == nil && strings.HasPrefix(got, "echo-")
+	wait.Until(t, 20*time.Second, "kube-proxy on every node has the address (TCP and UDP)", func() bool {
+		for _, n := range l.Nodes {
+			out, _ := n.NS.Run("nft", "list", "map", "ip", "kube-proxy", "service-ips")
+			if !strings.Contains(out, lb+" . tcp . 80") || !strings.Contains(out, lb+" . udp . 80") {
+				return false
+			}
+		}
+		return true
 	})
 
 	stream := udpStream(t, l.External, addr)
@@ -105,6 +110,7 @@ func TestDrainAndRollingRestartLoseNothing(t *testing.T) {
 		t.Fatalf("FRR's paths for %s should show node1's GRACEFUL_SHUTDOWN and prepend:\n%s", host, out)
 	}
 	zero := int64(0)
+	evicted := time.Now()
 	if err := c.CS.CoreV1().Pods("default").Delete(ctx, pods[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
 	}
@@ -112,13 +118,29 @@ func TestDrainAndRollingRestartLoseNothing(t *testing.T) {
 		out, _ := l.FRR.Vtysh("show bgp ipv4 unicast " + host)
 		return !strings.Contains(out, "65101")
 	})
-	t.Logf("node1 drained -> Service address withdrawn: %s (drainDelay 2s)", time.Since(drained).Round(time.Millisecond))
-	time.Sleep(2 * time.Second) // kube-proxy forgets the evicted endpoint's flows
+	withdrawn := time.Now()
+	t.Logf("node1 drained -> Service address withdrawn: %s (drainDelay 2s)", withdrawn.Sub(drained).Round(time.Millisecond))
+	// The node leaves only once the evicted pod gets no more requests:
+	// every kube-proxy has dropped it and forgotten its flows.
+	var last uint64
+	quiet := time.Now()
+	wait.Until(t, 30*time.Second, "the evicted pod receives nothing for a second", func() bool {
+		n := rxPackets(t, pods[0].NS, "eth0")
+		if n != last {
+			last, quiet = n, time.Now()
+		}
+		return time.Since(quiet) > time.Second
+	})
+	t.Logf("pod on node1 evicted -> no more requests reach it: %s", quiet.Sub(evicted).Round(time.Millisecond))
+	linkDown := time.Now()
 	mustRun(t, n1.NS, "ip", "link", "set", "eth1", "down")
 	time.Sleep(2 * time.Second)
 	sent, lost := stream.Finish()
 	t.Logf("drain of node1, its pod evicted, its uplink down: %d requests over 8 flows, %d lost", sent, lost)
 	if lost != 0 {
+		at := stream.LostAt()
+		t.Logf("lost between %s and %s after the drain annotation (withdrawn at %s, evicted at %s, link down at %s)",
+			at[0].Sub(drained), at[len(at)-1].Sub(drained), withdrawn.Sub(drained), evicted.Sub(drained), linkDown.Sub(drained))
 		t.Fatalf("%d of %d requests lost across the drain", lost, sent)
 	}
 	mustRun(t, n1.NS, "ip", "link", "set", "eth1", "up")

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -304,29 +306,50 @@ func (s *Server) StartAPI() error {
 	if err != nil {
 		return err
 	}
-	return s.waitReady(60 * time.Second)
+	// Two minutes: on a loaded 2-core machine (kernel and lab tests in
+	// other packages at once) its start-up hooks have taken over one.
+	return s.waitReady(2 * time.Minute)
+}
+
+// failing keeps the failed checks of a verbose /readyz answer.
+func failing(readyz string) string {
+	var out []string
+	for _, l := range strings.Split(readyz, "\n") {
+		if strings.HasPrefix(l, "[-]") {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		return readyz
+	}
+	return strings.Join(out, "; ")
 }
 
 func (s *Server) waitReady(limit time.Duration) error {
 	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: s.Dial, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	deadline := time.Now().Add(limit)
+	var last string
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.api.done:
 			return fmt.Errorf("kube-apiserver exited:\n%s", s.Log("kube-apiserver"))
 		default:
 		}
-		req, _ := http.NewRequest("GET", s.URL+"/readyz", nil)
+		req, _ := http.NewRequest("GET", s.URL+"/readyz?verbose", nil)
 		req.Header.Set("Authorization", "Bearer "+s.Token)
 		if resp, err := c.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
 				return nil
 			}
+			last = string(b)
+		} else {
+			last = err.Error()
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("kube-apiserver not ready within %s:\n%s", limit, s.Log("kube-apiserver"))
+	return fmt.Errorf("kube-apiserver not ready within %s; last /readyz: %s\n%s", limit, failing(last), s.Log("kube-apiserver"))
 }
 
 // ServingCert is the API server's self-signed certificate and its CA (a

@@ -72,6 +72,7 @@ func Fetch(ns netnstest.NS, addr string) (string, error) {
 type UDPStream struct {
 	mu       sync.Mutex
 	sent     int
+	sentAt   map[uint64]time.Time
 	answered map[uint64]bool
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -80,7 +81,7 @@ type UDPStream struct {
 
 // StartUDPStream starts flows senders from ns to addr.
 func StartUDPStream(ns netnstest.NS, addr string, flows int, every time.Duration) (*UDPStream, error) {
-	s := &UDPStream{answered: map[uint64]bool{}, stop: make(chan struct{})}
+	s := &UDPStream{answered: map[uint64]bool{}, sentAt: map[uint64]time.Time{}, stop: make(chan struct{})}
 	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, err
@@ -128,6 +129,7 @@ func (s *UDPStream) send(c *net.UDPConn, seq uint64, every time.Duration) {
 		binary.BigEndian.PutUint64(b[:], seq)
 		s.mu.Lock()
 		s.sent++
+		s.sentAt[seq] = time.Now()
 		s.mu.Unlock()
 		c.Write(b[:])
 	}
@@ -145,6 +147,21 @@ func (s *UDPStream) Finish() (sent, lost int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.sent, s.sent - len(s.answered)
+}
+
+// LostAt are the send times of the datagrams never answered, after
+// Finish: when the loss happened.
+func (s *UDPStream) LostAt() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []time.Time
+	for seq, at := range s.sentAt {
+		if !s.answered[seq] {
+			out = append(out, at)
+		}
+	}
+	slices.SortFunc(out, time.Time.Compare)
+	return out
 }
 
 // Answers is how many echoes came back so far.
