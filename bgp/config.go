@@ -129,6 +129,9 @@ type Peer struct {
 	// more-specifics: a top-of-rack router may pass on each node's pod
 	// CIDR as the API gives it, never a /32 carved out of one.
 	AcceptExact []netip.Prefix
+	// Guarded applies Accept and AcceptExact even when both are empty: a
+	// router outside the cluster of a one-node cluster may send nothing.
+	Guarded bool
 	// AcceptServices widens Accept by the Service scope of Set's Adverts:
 	// another node of the cluster may announce Service addresses too.
 	AcceptServices bool
@@ -147,14 +150,14 @@ type Withhold struct {
 // the session (a node joining the cluster widens every router's list).
 func (p Peer) sameSession(q Peer) bool {
 	p.Accept, p.AcceptExact, q.Accept, q.AcceptExact = nil, nil, nil, nil
-	p.AcceptServices, q.AcceptServices = false, false
+	p.AcceptServices, q.AcceptServices, p.Guarded, q.Guarded = false, false, false, false
 	p.Withhold, q.Withhold = Withhold{}, Withhold{}
 	return reflect.DeepEqual(p, q)
 }
 
 // sameGuard reports whether p and q accept the same prefixes.
 func (p Peer) sameGuard(q Peer) bool {
-	return slices.Equal(p.Accept, q.Accept) && slices.Equal(p.AcceptExact, q.AcceptExact) && p.AcceptServices == q.AcceptServices && p.Withhold == q.Withhold
+	return slices.Equal(p.Accept, q.Accept) && slices.Equal(p.AcceptExact, q.AcceptExact) && p.AcceptServices == q.AcceptServices && p.Withhold == q.Withhold && p.Guarded == q.Guarded
 }
 
 // GracefulRestart configures RFC 4724 for a peer.

@@ -84,8 +84,8 @@ type guard struct {
 func (g guard) key() string {
 	var b strings.Builder
 	for _, a := range slices.SortedFunc(maps.Keys(g.peers), netip.Addr.Compare) {
-		if p := g.peers[a]; len(p.Accept)+len(p.AcceptExact) > 0 || p.AcceptServices || p.Withhold != (Withhold{}) || g.drain {
-			fmt.Fprintf(&b, "%s=%v/%v/%v/%v/%d;", a, p.Accept, p.AcceptExact, p.AcceptServices, p.Withhold, p.ASN)
+		if p := g.peers[a]; p.guarded() || p.AcceptServices || p.Withhold != (Withhold{}) || g.drain {
+			fmt.Fprintf(&b, "%s=%v/%v/%v/%v/%v/%d;", a, p.Accept, p.AcceptExact, p.Guarded, p.AcceptServices, p.Withhold, p.ASN)
 		}
 	}
 	fmt.Fprintf(&b, "scope=%v;drain=%v", g.scope, g.drain)
@@ -198,6 +198,9 @@ func drainStatements(cfg Config, g guard) ([]*api.DefinedSet, []*api.Statement) 
 	}}
 }
 
+// guarded: the peer's paths are checked against its own accept list.
+func (p Peer) guarded() bool { return p.Guarded || len(p.Accept)+len(p.AcceptExact) > 0 }
+
 // peerGuards rejects, from each peer with Accept or AcceptExact, every path
 // outside them: per family, since a prefix set holds one family (and an
 // inverted set of one family never matches a path of the other).
@@ -207,7 +210,7 @@ func peerGuards(peers map[netip.Addr]Peer, scope []netip.Prefix) ([]*api.Defined
 	var stmts []*api.Statement
 	for _, a := range addrs {
 		p := peers[a]
-		if len(p.Accept) == 0 && len(p.AcceptExact) == 0 {
+		if !p.guarded() {
 			continue
 		}
 		nb := "peer-" + a.String()

@@ -113,3 +113,24 @@ func TestToRAcceptsExactNodeCIDRs(t *testing.T) {
 	}
 	a.routesBecome("10.244.2.0/24 via 127.0.0.62; 10.244.3.0/24 via 127.0.0.62; 192.0.2.0/25 via 127.0.0.62")
 }
+
+// A router outside the cluster of a one-node cluster (no other node's CIDR
+// to accept yet) may send nothing at all: Guarded applies the empty list.
+func TestGuardedPeerWithNothingToAccept(t *testing.T) {
+	a := startNode(t, "127.0.0.63", 65001, []string{"10.244.1.0/24"})
+	tor := startNode(t, "127.0.0.64", 65000, []string{"10.244.2.0/24", "10.244.9.0/24"})
+	tor.set(a)
+	p := a.peerOf(tor)
+	p.Guarded = true
+	if _, err := a.sp.Set(context.Background(), []Peer{p}, Adverts{Prefixes: a.pods}); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, 20*time.Second, "the router's paths received", func() bool { return len(attrsFrom(t, a.sp, tor.addr)) > 0 })
+	a.routesBecome("")
+	// A second node joins: its CIDR, and only it, is accepted.
+	p.AcceptExact = []netip.Prefix{netip.MustParsePrefix("10.244.2.0/24")}
+	if _, err := a.sp.Set(context.Background(), []Peer{p}, Adverts{Prefixes: a.pods}); err != nil {
+		t.Fatal(err)
+	}
+	a.routesBecome("10.244.2.0/24 via 127.0.0.64")
+}

@@ -234,7 +234,7 @@ func (k *kubeSource) bgpPeers(v *clusterView, me *corev1.Node) error {
 		// exactly as the API gives it, and the configured extras; never a
 		// more-specific carved out of a pod CIDR.
 		peer := g.peer
-		peer.AcceptExact, peer.Accept = v.nodeCIDRs, k.extras
+		peer.AcceptExact, peer.Accept, peer.Guarded = v.nodeCIDRs, k.extras, true
 		v.peers = append(v.peers, peer)
 		v.sources[g.peer.Address] = "BGPPeer " + name
 	}
