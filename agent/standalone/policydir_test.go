@@ -3,10 +3,16 @@ package standalone
 import (
 	"bytes"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/petrelnet/petrel/internal/testkit/policycases"
+	"github.com/petrelnet/petrel/policy"
 )
 
 const goodPolicy = `apiVersion: networking.k8s.io/v1
@@ -62,5 +68,30 @@ func TestPolicyDirKeepsLastGoodVersion(t *testing.T) {
 	os.Remove(path)
 	if _, pods, pols, changed := p.load(); !changed || len(pods)+len(pols) != 0 {
 		t.Fatalf("after removal: %d pods %d policies", len(pods), len(pols))
+	}
+}
+
+// The benchmarks' synthetic cluster, written as YAML, reads back as the
+// same input: what the combined benchmark's agent polices is what the
+// policy benchmark compiles.
+func TestSyntheticYAMLReadsBack(t *testing.T) {
+	want := policycases.Synthetic(300, 30, netip.MustParseAddr("10.127.0.2"))
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, "cluster.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := policycases.WriteSyntheticYAML(f, want); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var logs bytes.Buffer
+	ns, pods, pols, _ := newPolicyDir(dir, slog.New(slog.NewTextHandler(&logs, nil))).load()
+	if !strings.Contains(logs.String(), "namespaces=50 pods=300 policies=30") || strings.Contains(logs.String(), "level=WARN") || strings.Contains(logs.String(), "level=ERROR") {
+		t.Fatalf("reading the YAML logged:\n%s", logs.String())
+	}
+	got := policy.Input{Namespaces: ns, Pods: pods, Policies: pols}
+	if d := cmp.Diff(want, got, cmpopts.EquateEmpty(), cmpopts.EquateComparable(netip.Addr{})); d != "" {
+		t.Fatalf("read back (-written +read):\n%s", d)
 	}
 }

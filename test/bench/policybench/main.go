@@ -25,6 +25,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/petrelnet/petrel/internal/testkit/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/policycases"
 	"github.com/petrelnet/petrel/policy"
 )
 
@@ -211,34 +212,15 @@ func setup(plugin string) (*bench, error) {
 	return b, err
 }
 
-// synthetic builds a cluster: pods spread over 50 namespaces and 100 app
-// labels, each policy selecting one app and allowing it from the next app,
-// in the namespaces of that app's tier (where its pods are), on a named and
-// a numeric port: every policy has rules with real peers. The two real
-// pods: b is selected by policy 0, which admits a (app1, in ns1).
+// synthetic is policycases.Synthetic with the two real pods first: b is
+// selected by policy 0, which admits a (app1, in ns1).
 func synthetic(pods, pols int, a, b netip.Addr) policy.Input {
-	var in policy.Input
-	for i := range 50 {
-		in.Namespaces = append(in.Namespaces, policy.Namespace{Name: fmt.Sprintf("ns%d", i), Labels: map[string]string{"tier": fmt.Sprint(i % 5)}})
-	}
+	in := policycases.Synthetic(pods-2, pols, netip.MustParseAddr("10.244.0.0"))
 	ports := []policy.NamedPort{{Name: "http", Protocol: policy.TCP, Port: 8080}}
-	in.Pods = append(in.Pods,
-		policy.Pod{Namespace: "ns1", Name: "a", Labels: map[string]string{"app": "app1"}, IPs: []netip.Addr{a}, Ports: ports},
-		policy.Pod{Namespace: "ns0", Name: "b", Labels: map[string]string{"app": "app0"}, IPs: []netip.Addr{b}, Ports: ports})
-	for i := range pods - 2 {
-		ip := netip.AddrFrom4([4]byte{10, 244, byte(i >> 8), byte(i)})
-		in.Pods = append(in.Pods, policy.Pod{Namespace: fmt.Sprintf("ns%d", i%50), Name: fmt.Sprintf("p%d", i),
-			Labels: map[string]string{"app": fmt.Sprintf("app%d", i%100)}, IPs: []netip.Addr{ip}, Ports: ports})
-	}
-	for j := range pols {
-		in.Policies = append(in.Policies, policy.Policy{Namespace: fmt.Sprintf("ns%d", j%50), Name: fmt.Sprintf("pol%d", j),
-			PodSelector: policy.Selector{MatchLabels: map[string]string{"app": fmt.Sprintf("app%d", j%100)}}, Ingress: true,
-			IngressRules: []policy.Rule{{
-				Peers: []policy.Peer{{NamespaceSelector: &policy.Selector{MatchLabels: map[string]string{"tier": fmt.Sprint((j + 1) % 5)}},
-					PodSelector: &policy.Selector{MatchLabels: map[string]string{"app": fmt.Sprintf("app%d", (j+1)%100)}}}},
-				Ports: []policy.Port{{Protocol: policy.TCP, Name: "http"}, {Protocol: policy.TCP, Number: 5201}},
-			}}})
-	}
+	in.Pods = append([]policy.Pod{
+		{Namespace: "ns1", Name: "a", Labels: map[string]string{"app": "app1"}, IPs: []netip.Addr{a}, Ports: ports},
+		{Namespace: "ns0", Name: "b", Labels: map[string]string{"app": "app0"}, IPs: []netip.Addr{b}, Ports: ports},
+	}, in.Pods...)
 	return in
 }
 

@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"syscall"
 
 	"github.com/petrelnet/petrel/internal/testkit/labtest"
 	"github.com/petrelnet/petrel/internal/testkit/netnstest"
+	"github.com/petrelnet/petrel/internal/testkit/policycases"
 )
 
 // startDUT starts one device under test in ns, peering with the feeder at
@@ -16,21 +18,33 @@ import (
 // The agent's cluster CIDRs hold its own pod CIDR and the fed prefixes
 // (other nodes' pods, as it were), never the feeder's address: a next hop
 // inside the cluster CIDRs is refused.
-func startDUT(dut string, ns netnstest.NS, dir, agentBin, profile string) (func() []int, func(), error) {
+//
+// With pods > 0 the agent's pod CIDR is a /18 and its policy directory holds
+// that many of its own pods and a tenth as many NetworkPolicies
+// (policycases.Synthetic).
+func startDUT(dut string, ns netnstest.NS, dir, agentBin, profile string, pods int) (func() []int, func(), error) {
 	switch dut {
 	case "petrel":
+		podCIDR, policyDir := "10.127.0.0/24", ""
+		if pods > 0 {
+			podCIDR, policyDir = "10.127.0.0/18", "policyDir: "+filepath.Join(dir, "policies")
+			if err := writePolicies(filepath.Join(dir, "policies"), pods); err != nil {
+				return nil, nil, err
+			}
+		}
 		conf := fmt.Sprintf(`nodeName: dut
 routerID: 10.98.0.2
 asn: 65001
-podCIDRs: [10.127.0.0/24]
+podCIDRs: [%[2]s]
 clusterCIDRs: [10.127.0.0/16, 10.128.0.0/9]
 dataDir: %[1]s/data
 cniConfDir: %[1]s/net.d
+%[3]s
 grpcAddress: unix://%[1]s/gobgp.sock
 logLevel: warn
 peers:
   - {address: 10.98.0.1, asn: 65000, holdTime: 9s, keepaliveTime: 3s, connectRetry: 1s, maxPrefixes: 1000000}
-`, dir)
+`, dir, podCIDR, policyDir)
 		path := filepath.Join(dir, "agent.yaml")
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			return nil, nil, err
@@ -75,4 +89,18 @@ protocol bgp feeder {
 		return func() []int { return []int{p.Cmd.Process.Pid} }, func() { p.Signal(syscall.SIGKILL) }, nil
 	}
 	return nil, nil, fmt.Errorf("unknown device under test %q", dut)
+}
+
+// writePolicies writes the synthetic cluster's pods (from 10.127.0.2) and
+// policies into a policy directory.
+func writePolicies(dir string, pods int) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, "cluster.yaml"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return policycases.WriteSyntheticYAML(f, policycases.Synthetic(pods, pods/10, netip.MustParseAddr("10.127.0.2")))
 }

@@ -13,7 +13,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -42,6 +44,7 @@ func run() int {
 	sizes := flag.String("sizes", "10000,100000", "prefix counts")
 	duts := flag.String("duts", "petrel,frr,bird", "devices under test")
 	profile := flag.String("profile", "", "write the agent's CPU and heap profiles into this directory (petrel-<prefixes>.cpu/.heap; go tool pprof)")
+	pods := flag.Int("pods", 0, "petrel-agent also polices this many local pods (and a tenth as many NetworkPolicies) from its policy directory; RSS is taken once routes and policy are both in place")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "routebench: needs root (network namespaces)")
@@ -63,13 +66,21 @@ func run() int {
 				os.MkdirAll(*profile, 0o755)
 				prof, _ = filepath.Abs(filepath.Join(*profile, fmt.Sprintf("petrel-%d", n)))
 			}
-			d, rss, err := measure(dut, n, abs, prof)
+			withPods := 0
+			if dut == "petrel" {
+				withPods = *pods
+			}
+			name := label(dut)
+			if withPods > 0 {
+				name = fmt.Sprintf("%s + %d pods, %d policies", name, withPods, withPods/10)
+			}
+			d, rss, err := measure(dut, n, abs, prof, withPods)
 			if err != nil {
-				fmt.Printf("%-22s %9d %12s %14s  (%v)\n", label(dut), n, "failed", "-", err)
+				fmt.Printf("%-22s %9d %12s %14s  (%v)\n", name, n, "failed", "-", err)
 				failed = true
 				continue
 			}
-			fmt.Printf("%-22s %9d %10.0f ms %11.1f MB\n", label(dut), n, float64(d.Microseconds())/1000, float64(rss)/1024)
+			fmt.Printf("%-22s %9d %10.0f ms %11.1f MB\n", name, n, float64(d.Microseconds())/1000, float64(rss)/1024)
 		}
 	}
 	if failed {
@@ -83,7 +94,7 @@ func label(dut string) string {
 }
 
 // measure builds a fresh feeder/DUT pair, feeds n prefixes, and tears down.
-func measure(dut string, n int, agentBin, profile string) (time.Duration, int, error) {
+func measure(dut string, n int, agentBin, profile string, pods int) (time.Duration, int, error) {
 	dir, err := os.MkdirTemp("", "routebench")
 	if err != nil {
 		return 0, 0, err
@@ -115,7 +126,7 @@ func measure(dut string, n int, agentBin, profile string) (time.Duration, int, e
 		return 0, 0, err
 	}
 	defer counter.Close()
-	pids, stop, err := startDUT(dut, dutNS, dir, agentBin, profile)
+	pids, stop, err := startDUT(dut, dutNS, dir, agentBin, profile, pods)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -131,6 +142,11 @@ func measure(dut string, n int, agentBin, profile string) (time.Duration, int, e
 		return 0, 0, err
 	case <-time.After(3 * time.Minute):
 		return 0, 0, fmt.Errorf("routes did not all arrive within 3 minutes")
+	}
+	if pods > 0 {
+		if err := readyz(dutNS); err != nil {
+			return 0, 0, err
+		}
 	}
 	rss := 0
 	for _, pid := range pids() {
@@ -235,4 +251,29 @@ func feeder(args []string) int {
 		}
 	}
 	select {} // until killed
+}
+
+// readyz waits until the agent's /readyz answers 200: routes, CNI config,
+// policy and announcements all in place.
+func readyz(ns netnstest.NS) error {
+	var last string
+	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		err := ns.Do(func() error {
+			resp, err := http.Get("http://127.0.0.1:9465/readyz")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+			}
+			return nil
+		})
+		if err == nil {
+			return nil
+		}
+		last = err.Error()
+	}
+	return fmt.Errorf("the agent's /readyz not 200 within 3 minutes: %s", last)
 }
