@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -256,22 +257,22 @@ func feeder(args []string) int {
 // readyz waits until the agent's /readyz answers 200: routes, CNI config,
 // policy and announcements all in place.
 func readyz(ns netnstest.NS) error {
+	// The transport dials on goroutines of its own: each dial enters ns.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = ns.Do(func() error { c, err = (&net.Dialer{}).DialContext(ctx, network, addr); return err })
+			return c, err
+		}}}
 	var last string
 	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		err := ns.Do(func() error {
-			resp, err := http.Get("http://127.0.0.1:9465/readyz")
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
-			}
-			return nil
-		})
+		resp, err := client.Get("http://127.0.0.1:9465/readyz")
 		if err == nil {
-			return nil
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
 		}
 		last = err.Error()
 	}
