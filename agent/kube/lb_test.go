@@ -82,9 +82,16 @@ func TestLoadBalancerAddresses(t *testing.T) {
 	saved := lbLease
 	lbLease.duration, lbLease.renew, lbLease.retry = 3*time.Second, 2*time.Second, 200*time.Millisecond
 	t.Cleanup(func() { lbLease = saved })
-	agents := map[string]context.CancelFunc{}
-	for _, n := range []string{"node1", "node2"} {
+	// node4's agent is not a candidate (node1-3 come first): it never
+	// assigns, even when the leader stops.
+	for _, n := range []string{"node3", "node4"} {
 		createNode(t, admin, node(n, "10.99.1.2", []string{"10.244.1.0/24"}, nil))
+	}
+	agents := map[string]context.CancelFunc{}
+	for _, n := range []string{"node1", "node2", "node4"} {
+		if n != "node4" {
+			createNode(t, admin, node(n, "10.99.1.2", []string{"10.244.1.0/24"}, nil))
+		}
 		actx, stop := context.WithCancel(ctx)
 		agents[n] = stop
 		wait.Equal(t, 15*time.Second, "CRDs served to the agent", "", func() string {
@@ -132,6 +139,10 @@ func TestLoadBalancerAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader := *lease.Spec.HolderIdentity
+	other := map[string]string{"node1": "node2", "node2": "node1"}[leader]
+	if other == "" {
+		t.Fatalf("the lease is held by %q, not a candidate (node1 or node2)", leader)
+	}
 	before := map[string]string{}
 	for _, n := range []string{"a", "b"} {
 		got, _ := svcs.Get(ctx, n, metav1.GetOptions{})
@@ -139,9 +150,9 @@ func TestLoadBalancerAddresses(t *testing.T) {
 	}
 	agents[leader]()
 	start := time.Now()
-	wait.Until(t, 10*time.Second, "the other agent holds the lease", func() bool {
+	wait.Until(t, 10*time.Second, "the other candidate holds the lease", func() bool {
 		l, err := admin.CoordinationV1().Leases("petrel-system").Get(ctx, LBLease, metav1.GetOptions{})
-		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != leader && *l.Spec.HolderIdentity != ""
+		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == other
 	})
 	t.Logf("leader %s stopped -> the other agent assigning: %s", leader, time.Since(start).Round(time.Millisecond))
 	if err := svcs.Delete(ctx, "a", metav1.DeleteOptions{}); err != nil {

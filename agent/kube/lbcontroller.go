@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -45,10 +46,43 @@ type lbController struct {
 	// reported is each Service's last problem (or "" once it had its
 	// addresses) under this leadership: an Event per change, not per round.
 	reported map[string]string
+	leading  atomic.Bool // holding the lease: keep it even when no longer a candidate
 }
 
-// runLBElection takes part in the election until ctx ends; a lost lease
-// stops the controller and the agent stands again.
+// lbCandidates is how many agents stand in the election: the nodes first by
+// name that are not known to be down. Every candidate reads the Lease every
+// few seconds, so a thousand agents standing would cost the API server
+// hundreds of requests a second for nothing.
+const lbCandidates = 3
+
+// candidate reports whether this node is one of the election's candidates.
+func (k *kubeSource) candidate() bool {
+	nodes, err := k.nodes.List(labels.Everything())
+	if err != nil {
+		return false
+	}
+	return slices.Contains(candidates(nodes), k.nodeName)
+}
+
+// candidates are the first lbCandidates nodes by name whose Ready condition
+// is not False or Unknown (a node whose kubelet reports nothing yet counts).
+func candidates(nodes []*corev1.Node) []string {
+	var names []string
+	for _, n := range nodes {
+		down := slices.ContainsFunc(n.Status.Conditions, func(c corev1.NodeCondition) bool {
+			return c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue
+		})
+		if !down && n.DeletionTimestamp == nil {
+			names = append(names, n.Name)
+		}
+	}
+	slices.Sort(names)
+	return names[:min(len(names), lbCandidates)]
+}
+
+// runLBElection takes part in the election while this node is a
+// candidate, until ctx ends; a lost lease stops the controller and the
+// agent stands again.
 func runLBElection(ctx context.Context, c *lbController, identity, namespace string) {
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Name: LBLease, Namespace: namespace},
@@ -56,17 +90,39 @@ func runLBElection(ctx context.Context, c *lbController, identity, namespace str
 		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
 	}
 	for ctx.Err() == nil {
-		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+		if !c.k.candidate() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(lbLease.duration):
+			}
+			continue
+		}
+		ectx, stop := context.WithCancel(ctx)
+		go func() { // step down from standing once no longer a candidate
+			defer stop()
+			for ectx.Err() == nil && (c.leading.Load() || c.k.candidate()) {
+				select {
+				case <-ectx.Done():
+				case <-time.After(lbLease.duration):
+				}
+			}
+		}()
+		leaderelection.RunOrDie(ectx, leaderelection.LeaderElectionConfig{
 			Lock: lock, Name: LBLease, ReleaseOnCancel: true,
 			LeaseDuration: lbLease.duration, RenewDeadline: lbLease.renew, RetryPeriod: lbLease.retry,
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: func(ctx context.Context) {
+					c.leading.Store(true)
 					c.log.Info("assigning LoadBalancer addresses (holding the lease)", "lease", namespace+"/"+LBLease)
 					c.run(ctx)
 				},
-				OnStoppedLeading: func() { c.log.Info("no longer assigning LoadBalancer addresses", "lease", namespace+"/"+LBLease) },
+				OnStoppedLeading: func() {
+					c.leading.Store(false)
+					c.log.Info("no longer assigning LoadBalancer addresses", "lease", namespace+"/"+LBLease)
+				},
 			},
 		})
+		stop()
 	}
 }
 

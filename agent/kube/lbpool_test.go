@@ -183,3 +183,26 @@ func unstructuredSpec(t *testing.T, name, spec string) *unstructured.Unstructure
 	}
 	return object("LoadBalancerIPPool", name, m)
 }
+
+// Three agents stand in the election, on the nodes first by name that are
+// not known to be down.
+func TestElectionCandidates(t *testing.T) {
+	ready := func(name string, st corev1.ConditionStatus) *corev1.Node {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		if st != "" {
+			n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: st}}
+		}
+		return n
+	}
+	gone := ready("a0", corev1.ConditionTrue)
+	now := metav1.Now()
+	gone.DeletionTimestamp = &now
+	nodes := []*corev1.Node{ready("e", corev1.ConditionTrue), ready("b", corev1.ConditionFalse), ready("d", ""),
+		ready("a", corev1.ConditionTrue), ready("c", corev1.ConditionUnknown), ready("f", corev1.ConditionTrue), gone}
+	if got := fmt.Sprint(candidates(nodes)); got != "[a d e]" {
+		t.Fatalf("candidates %s, want [a d e]", got)
+	}
+	if got := fmt.Sprint(candidates(nodes[:1])); got != "[e]" {
+		t.Fatalf("candidates of one node: %s", got)
+	}
+}
