@@ -110,7 +110,31 @@ func (d *demo) services() {
 		_, err = wait.For(10*time.Second, "back", func() bool { return l.FRR.NextHops(host) == strings.Join(all, " ") })
 	}
 	d.check(err == nil, "pod1 ready again: node1 announces again")
+	// Petrel announces at once; kube-proxy on node1 delivers to pod1 again
+	// only after its own sync (up to a second): the drain's stream starts
+	// once it does, or it would count kube-proxy's lag as the drain's loss.
+	_, err = wait.For(10*time.Second, "kube-proxy", func() bool { return localEndpoint(l.Nodes[0], "default/web/udp/udp", d.pods[0].IP) })
+	d.check(err == nil, "node1's kube-proxy delivers the Service to pod1 again")
 	d.drain(ctx, host, addr, others)
+}
+
+// localEndpoint reports whether kube-proxy on n sends the Service port's
+// traffic (policy Local) to the pod at ip.
+func localEndpoint(n *labtest.Node, port, ip string) bool {
+	out, err := n.NS.Run("nft", "list", "table", "ip", "kube-proxy")
+	if err != nil {
+		return false
+	}
+	_, chain, ok := strings.Cut(out, "chain local-")
+	for ok {
+		name, body, _ := strings.Cut(chain, "{")
+		body, _, _ = strings.Cut(body, "}")
+		if strings.Contains(name, port) && strings.Contains(body, ip+":") {
+			return true
+		}
+		_, chain, ok = strings.Cut(chain, "chain local-")
+	}
+	return false
 }
 
 // drain takes node1 out of service (RFC 8326) under a stream of requests.
