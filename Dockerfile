@@ -9,7 +9,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ENV CGO_ENABLED=0
+# grpcnotrace: see the Makefile (30 MB less resident for the agent).
+ENV CGO_ENABLED=0 GOFLAGS=-tags=grpcnotrace
 RUN go build -trimpath -o /out/ \
       -ldflags="-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$(go list -m -f '{{.Version}}' github.com/containernetworking/plugins)" \
       ./cmd/petrel-agent \

@@ -4,6 +4,13 @@ GO      ?= go
 TOOLS   := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 
+# grpcnotrace leaves out gRPC's golang.org/x/net/trace, whose debug pages
+# execute templates: a binary that can do that keeps every method of every
+# type, and petrel-agent maps 70 MB of code instead of 40 (30 MB more
+# resident on every node). Every go command here builds with it; `make lint`
+# checks that the agent links no x/net/trace.
+export GOFLAGS := -tags=grpcnotrace
+
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI         := $(TOOLS)/golangci-lint-$(GOLANGCI_VERSION)
 
@@ -42,6 +49,7 @@ lint: $(GOLANGCI)
 	$(GO) vet ./...
 	$(GOLANGCI) run ./...
 	@if $(GO) list -deps ./cmd/... | grep -qx testing; then echo "a binary in cmd/ links the testing package"; exit 1; fi
+	@if $(GO) list -deps ./cmd/... | grep -qx golang.org/x/net/trace; then echo "a binary in cmd/ links golang.org/x/net/trace (build with -tags grpcnotrace)"; exit 1; fi
 
 $(GOLANGCI):
 	mkdir -p $(TOOLS)

@@ -39,7 +39,10 @@ type agent struct {
 	dp      Dataplane
 	metrics *agentMetrics
 	poke    func()
-	stop    context.CancelCauseFunc // ends Run, with the reason
+	// pokeRoutes asks for syncLearned alone, at once: the learned routes
+	// changed, nothing else did.
+	pokeRoutes func()
+	stop       context.CancelCauseFunc // ends Run, with the reason
 
 	speaker   Speaker
 	bgpCfg    bgp.Config              // the running speaker's settings
@@ -53,7 +56,7 @@ type agent struct {
 }
 
 func newAgent(cfg *config.Config, log *slog.Logger, src Source, dp Dataplane) *agent {
-	return &agent{cfg: cfg, log: log, src: src, dp: dp, metrics: newAgentMetrics(), poke: func() {}, stop: func(error) {}}
+	return &agent{cfg: cfg, log: log, src: src, dp: dp, metrics: newAgentMetrics(), poke: func() {}, pokeRoutes: func() {}, stop: func(error) {}}
 }
 
 // Run runs the agent until ctx ends. On return everything stays in place:
@@ -66,7 +69,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, src Source, 
 	defer stop(nil)
 	a.stop = stop
 	loop := runner.New(minSyncInterval, time.Duration(cfg.ResyncInterval))
-	a.poke = loop.Poke
+	a.poke, a.pokeRoutes = loop.Poke, loop.PokeFast
 	if dp.Metrics != nil {
 		a.metrics.reg.MustRegister(speakerCollector{&a.current, dp.Metrics})
 	}
@@ -96,7 +99,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, src Source, 
 	// The CNI config deleted or truncated by hand: rewritten at once.
 	go runner.Poll(ctx, 200*time.Millisecond, runner.FileStamp(filepath.Join(cfg.CNIConfDir, cni.ConfListFile)), loop.Poke)
 	log.Info("agent started", "asn", snap.BGP.ASN, "podCIDRs", snap.BGP.PodCIDRs, "peers", len(snap.Peers))
-	loop.Run(ctx, log, a.sync)
+	loop.Run(ctx, log, a.sync, a.syncLearned)
 	if cause := context.Cause(ctx); errors.Is(cause, ErrStop) {
 		return cause
 	}
@@ -105,7 +108,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, src Source, 
 }
 
 func (a *agent) startSpeaker(ctx context.Context, c bgp.Config) error {
-	sp, err := a.dp.NewSpeaker(ctx, c, a.poke)
+	sp, err := a.dp.NewSpeaker(ctx, c, bgp.Notify{Routes: a.pokeRoutes, Sessions: a.poke})
 	if err != nil {
 		return err
 	}
@@ -202,7 +205,41 @@ func (a *agent) syncRoutes(ctx context.Context, pods []netip.Prefix) error {
 	res, err := a.dp.Routes.Sync(ctx, routes)
 	a.metrics.fibSync.Observe(time.Since(start).Seconds())
 	if err == nil {
-		a.metrics.routesInstalled.Set(float64(len(routes) - res.Held))
+		a.metrics.routesInstalled.Set(float64(res.Installed))
+	}
+	return err
+}
+
+// syncLearned programs only what changed in the learned routes since the
+// last sync, with syncRoutes' checks: the runner calls it at once whenever
+// best paths change, between full syncs, so that a flood of BGP updates
+// reaches the kernel as it arrives, at a cost that grows with the change,
+// not with the table. The node's own pod CIDRs are syncRoutes' alone (their
+// blackholes); the periodic resync still checks everything.
+func (a *agent) syncLearned(ctx context.Context) error {
+	changed, gone := a.speaker.Changes()
+	if len(changed)+len(gone) == 0 {
+		return nil
+	}
+	pods := a.bgpCfg.PodCIDRs
+	learned := make([]route.Route, 0, len(changed))
+	for _, r := range changed {
+		if !slices.Contains(pods, r.Prefix) {
+			learned = append(learned, route.Route{Prefix: r.Prefix, NextHops: r.NextHops})
+		}
+	}
+	forbidden := append(slices.Clone(a.bgpCfg.ClusterCIDRs), pods...)
+	safe, none := a.dp.Routes.ResolveChanged(learned, forbidden)
+	for _, p := range gone {
+		if !slices.Contains(pods, p) {
+			none = append(none, p)
+		}
+	}
+	start := time.Now()
+	res, err := a.dp.Routes.Update(ctx, safe, none)
+	a.metrics.fibSync.Observe(time.Since(start).Seconds())
+	if err == nil {
+		a.metrics.routesInstalled.Set(float64(res.Installed))
 	}
 	return err
 }

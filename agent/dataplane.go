@@ -23,8 +23,12 @@ type Speaker interface {
 	// Set makes the speaker peer with exactly peers and originate exactly
 	// adverts; idempotent.
 	Set(ctx context.Context, peers []bgp.Peer, adverts bgp.Adverts) (bgp.Changes, error)
-	// Routes are the best routes learned from peers.
+	// Routes are the best routes learned from peers; Changes reports only
+	// what changes after this call.
 	Routes() ([]bgp.Route, error)
+	// Changes are the learned routes that changed since the last Changes
+	// or Routes, and the prefixes that no longer have one.
+	Changes() (changed []bgp.Route, gone []netip.Prefix)
 	// PeerStates is each configured peer's session state.
 	PeerStates() map[netip.Addr]string
 	// Stop closes every session: the speaker is being replaced.
@@ -35,14 +39,17 @@ type Speaker interface {
 	Reconcile(ctx context.Context) ([]string, error)
 }
 
-// NewSpeaker starts a speaker with the given settings; poke is called when
-// its best paths or sessions change.
-type NewSpeaker func(ctx context.Context, cfg bgp.Config, poke func()) (Speaker, error)
+// NewSpeaker starts a speaker with the given settings; notify says when
+// its learned routes or its sessions change.
+type NewSpeaker func(ctx context.Context, cfg bgp.Config, notify bgp.Notify) (Speaker, error)
 
 // RouteTable holds Petrel's kernel routes (*route.Programmer).
 type RouteTable interface {
 	// Sync makes the table hold exactly want; idempotent.
 	Sync(ctx context.Context, want []route.Route) (route.Result, error)
+	// Update installs changed and removes the routes of gone, touching
+	// nothing else: Sync for a change set.
+	Update(ctx context.Context, changed []route.Route, gone []netip.Prefix) (route.Result, error)
 	// Invalidate makes the next Sync read the kernel instead of trusting
 	// what it installed.
 	Invalidate()
@@ -53,6 +60,9 @@ type RouteTable interface {
 	// local, not inside forbidden, reached through a route Petrel does not
 	// own), each replaced by the gateway the kernel reaches it through.
 	Resolve(learned []route.Route, forbidden []netip.Prefix) ([]route.Route, []route.Rejected)
+	// ResolveChanged is Resolve for a change set: the routes that keep a
+	// next hop, and the prefixes of those left with none.
+	ResolveChanged(learned []route.Route, forbidden []netip.Prefix) ([]route.Route, []netip.Prefix)
 }
 
 // Firewall is Petrel's nftables table (*policy.Firewall): it compiles the

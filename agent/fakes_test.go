@@ -38,6 +38,7 @@ type fakeSpeaker struct {
 	peers    []bgp.Peer
 	adverts  bgp.Adverts
 	learned  []bgp.Route
+	taken    map[netip.Prefix]bgp.Route // learned as of the last Routes or Changes
 	stopped  bool
 	tampered bool // the test changed GoBGP behind the agent's back
 }
@@ -61,7 +62,28 @@ func (s *fakeSpeaker) Set(_ context.Context, peers []bgp.Peer, a bgp.Adverts) (b
 	return c, nil
 }
 
-func (s *fakeSpeaker) Routes() ([]bgp.Route, error) { return s.learned, nil }
+func (s *fakeSpeaker) Routes() ([]bgp.Route, error) {
+	s.Changes()
+	return s.learned, nil
+}
+
+// Changes compares learned with what the last call saw.
+func (s *fakeSpeaker) Changes() (changed []bgp.Route, gone []netip.Prefix) {
+	now := map[netip.Prefix]bgp.Route{}
+	for _, r := range s.learned {
+		now[r.Prefix] = r
+		if old, ok := s.taken[r.Prefix]; !ok || !slices.Equal(old.NextHops, r.NextHops) {
+			changed = append(changed, r)
+		}
+	}
+	for p := range s.taken {
+		if _, ok := now[p]; !ok {
+			gone = append(gone, p)
+		}
+	}
+	s.taken = now
+	return changed, gone
+}
 
 // Reconcile finds what the test took away behind the speaker's back.
 func (s *fakeSpeaker) Reconcile(context.Context) ([]string, error) {
@@ -99,7 +121,7 @@ type fakeBGP struct {
 	speakers  []*fakeSpeaker
 }
 
-func (f *fakeBGP) new(_ context.Context, c bgp.Config, _ func()) (Speaker, error) {
+func (f *fakeBGP) new(_ context.Context, c bgp.Config, _ bgp.Notify) (Speaker, error) {
 	if c.ASN == f.refuseASN {
 		f.j.add("bgp start asn %d refused", c.ASN)
 		return nil, fmt.Errorf("start bgp: asn %d refused", c.ASN)
@@ -129,7 +151,38 @@ func (r *fakeRoutes) Sync(_ context.Context, want []route.Route) (route.Result, 
 		delete(r.table, x.Prefix)
 		r.j.add("route delete %s", x)
 	}
-	return route.Result{Replaced: len(replace), Removed: len(remove)}, nil
+	return route.Result{Replaced: len(replace), Removed: len(remove), Installed: len(r.table)}, nil
+}
+
+func (r *fakeRoutes) Update(_ context.Context, changed []route.Route, gone []netip.Prefix) (route.Result, error) {
+	var res route.Result
+	for _, x := range changed {
+		if cur, ok := r.table[x.Prefix]; !ok || cur.String() != x.String() {
+			r.table[x.Prefix] = x
+			r.j.add("route replace %s", x)
+			res.Replaced++
+		}
+	}
+	for _, p := range gone {
+		if x, ok := r.table[p]; ok {
+			delete(r.table, p)
+			r.j.add("route delete %s", x)
+			res.Removed++
+		}
+	}
+	res.Installed = len(r.table)
+	return res, nil
+}
+
+func (r *fakeRoutes) ResolveChanged(learned []route.Route, forbidden []netip.Prefix) ([]route.Route, []netip.Prefix) {
+	out, _ := r.Resolve(learned, forbidden)
+	var none []netip.Prefix
+	for _, x := range learned {
+		if !slices.ContainsFunc(out, func(o route.Route) bool { return o.Prefix == x.Prefix }) {
+			none = append(none, x.Prefix)
+		}
+	}
+	return out, none
 }
 
 func (r *fakeRoutes) Invalidate() { r.invalidated++ }

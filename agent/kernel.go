@@ -36,8 +36,8 @@ func KernelDataplane(cfg *config.Config, log *slog.Logger) (Dataplane, error) {
 	}
 	fw := policy.NewFirewall(syncer, log.With("component", "policy"))
 	return Dataplane{
-		NewSpeaker: func(ctx context.Context, c bgp.Config, poke func()) (Speaker, error) {
-			return bgp.New(ctx, c, log.With("component", "bgp"), poke)
+		NewSpeaker: func(ctx context.Context, c bgp.Config, notify bgp.Notify) (Speaker, error) {
+			return bgp.New(ctx, c, log.With("component", "bgp"), notify)
 		},
 		Routes:   routes,
 		Firewall: fw,

@@ -356,3 +356,45 @@ func TestDrainWithdrawsServicesAfterTheDelay(t *testing.T) {
 	r.src.snap.Drain = false
 	r.step("drain ended", []string{"bgp announce " + pods + " services [10.250.0.1/32] in [10.250.0.0/24] drain false"})
 }
+
+// Between full syncs, changed best paths are programmed on their own: only
+// the routes that changed are touched, nothing else runs, the checks of a
+// full sync hold (a next hop into the pod CIDRs takes the route out), and
+// the node's own pod CIDRs stay their blackholes whatever is learned.
+func TestLearnedRoutesAloneBetweenSyncs(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.sync(false); err != nil {
+		t.Fatal(err)
+	}
+	sp := r.bgp.current()
+	fast := func() []string {
+		t.Helper()
+		if err := r.a.syncLearned(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return r.j.take()
+	}
+	if got := fast(); len(got) != 0 {
+		t.Fatalf("nothing changed, yet: %v", got)
+	}
+	three := bgp.Route{Prefix: netip.MustParsePrefix("10.244.3.0/24"), NextHops: []netip.Addr{netip.MustParseAddr("10.0.0.4")}}
+	own := bgp.Route{Prefix: podCIDRs[0], NextHops: []netip.Addr{netip.MustParseAddr("10.0.0.4")}}
+	sp.learned = append(slices.Clone(learned), three, own)
+	if d := cmp.Diff([]string{"route replace 10.244.3.0/24 via 10.0.0.4"}, fast()); d != "" {
+		t.Fatalf("changes (-want +got):\n%s", d)
+	}
+	sp.learned = []bgp.Route{{Prefix: learned[0].Prefix, NextHops: []netip.Addr{netip.MustParseAddr("10.244.1.9")}}, three}
+	if d := cmp.Diff([]string{"route delete 10.244.2.0/24 via 10.0.0.3"}, fast()); d != "" {
+		t.Fatalf("a next hop into a pod: changes (-want +got):\n%s", d)
+	}
+	sp.learned = nil
+	if d := cmp.Diff([]string{"route delete 10.244.3.0/24 via 10.0.0.4"}, fast()); d != "" {
+		t.Fatalf("withdrawn: changes (-want +got):\n%s", d)
+	}
+	if !strings.Contains(r.rt.String(), "blackhole "+podCIDRs[0].String()) {
+		t.Fatalf("the pod CIDR's blackhole is gone:\n%s", r.rt)
+	}
+	if got, _ := r.sync(false); len(got) != 0 {
+		t.Fatalf("the full sync after the fast ones changed: %v", got)
+	}
+}

@@ -43,7 +43,7 @@ func TestAPIIsRootOnlyAndHidesPasswords(t *testing.T) {
 		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sp, err := New(ctx, cfg, testLogger(), func() {})
+	sp, err := New(ctx, cfg, testLogger(), Notify{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestAPIIsRootOnlyAndHidesPasswords(t *testing.T) {
 	stale := filepath.Join(shared, "gobgp.sock")
 	staleSocket(t, stale)
 	cfg.GRPCAddress = "unix://" + stale
-	sp2, err := New(ctx, cfg, testLogger(), func() {})
+	sp2, err := New(ctx, cfg, testLogger(), Notify{})
 	if err != nil {
 		t.Fatalf("start over a stale socket: %v", err)
 	}
@@ -106,7 +106,7 @@ func TestAPIIsRootOnlyAndHidesPasswords(t *testing.T) {
 	if err := os.WriteFile(sock, []byte("keep"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(ctx, cfg, testLogger(), func() {}); err == nil || !strings.Contains(err.Error(), "is not a socket") {
+	if _, err := New(ctx, cfg, testLogger(), Notify{}); err == nil || !strings.Contains(err.Error(), "is not a socket") {
 		t.Fatalf("start over a regular file: %v", err)
 	}
 	if b, _ := os.ReadFile(sock); string(b) != "keep" {

@@ -46,7 +46,7 @@ func TestReflectorClientsComingUpTogetherGetEveryRoute(t *testing.T) {
 		}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	sp, err := New(ctx, cfg, testLogger(), func() {})
+	sp, err := New(ctx, cfg, testLogger(), Notify{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,69 +70,79 @@ func selectRoute(prefix netip.Prefix, paths []candidate) (Route, bool) {
 // A peer has at most one path per prefix (no add-path), so a prefix's set
 // is keyed by peer: a path with a new next hop from the same peer replaces
 // the old one, whose withdrawal, if the event carries it at all, removes
-// nothing newer.
+// nothing newer. The set is a small slice (one member per peer holding a
+// best path: one or two), not a map, which keeps the mirror near 100 bytes
+// a prefix; the prefixes an event touched are kept as the change set that
+// Changes hands out, so that a flood of updates is programmed as it
+// arrives, not by diffing the whole table each time.
 type rib struct {
-	mu  sync.Mutex
-	set map[netip.Prefix]map[netip.Addr]candidate // by peer; zero: originated here
-	// routes are the kernel routes of the prefixes, kept up to date by
-	// apply for the prefixes an event touches, so that Routes, called at
-	// every sync during a flood of updates, only collects them.
-	routes map[netip.Prefix]Route
+	mu    sync.Mutex
+	set   map[netip.Prefix][]member
+	dirty map[netip.Prefix]struct{}
+	cs    []candidate // scratch for selectRoute
+}
+
+// member is one best path of a prefix: its peer (invalid when originated
+// here) and its next hop.
+type member struct {
+	peer, nextHop netip.Addr
 }
 
 func newRib() rib {
-	return rib{set: map[netip.Prefix]map[netip.Addr]candidate{}, routes: map[netip.Prefix]Route{}}
+	return rib{set: map[netip.Prefix][]member{}, dirty: map[netip.Prefix]struct{}{}}
 }
 
 func (r *rib) apply(paths []*apiutil.Path) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	touched := make(map[netip.Prefix]struct{}, len(paths))
 	for _, p := range paths {
 		n, ok := p.Nlri.(*bgp.IPAddrPrefix)
 		if !ok {
 			continue
 		}
-		touched[n.Prefix] = struct{}{}
+		r.dirty[n.Prefix] = struct{}{}
 		peer, nh := p.PeerAddress, nextHop(p)
 		set := r.set[n.Prefix]
-		if p.Withdrawal {
-			if c, ok := set[peer]; ok && c.nextHop == nh {
-				delete(set, peer)
-			}
-			if len(set) == 0 {
-				delete(r.set, n.Prefix)
-			}
-			continue
+		i := slices.IndexFunc(set, func(m member) bool { return m.peer == peer })
+		switch {
+		case p.Withdrawal && i >= 0 && set[i].nextHop == nh:
+			set = slices.Delete(set, i, i+1)
+		case p.Withdrawal:
+		case i >= 0:
+			set[i].nextHop = nh
+		default:
+			set = append(set, member{peer: peer, nextHop: nh})
 		}
-		if set == nil {
-			set = map[netip.Addr]candidate{}
-			r.set[n.Prefix] = set
-		}
-		set[peer] = candidate{best: true, local: !peer.IsValid(), nextHop: nh}
-	}
-	var cs []candidate
-	for prefix := range touched {
-		cs = cs[:0]
-		for _, c := range r.set[prefix] {
-			cs = append(cs, c)
-		}
-		if route, ok := selectRoute(prefix, cs); ok {
-			r.routes[prefix] = route
+		if len(set) == 0 {
+			delete(r.set, n.Prefix)
 		} else {
-			delete(r.routes, prefix)
+			r.set[n.Prefix] = set
 		}
 	}
 }
 
+// route is the kernel route of one prefix, if it gets one. Called with mu
+// held.
+func (r *rib) route(prefix netip.Prefix) (Route, bool) {
+	r.cs = r.cs[:0]
+	for _, m := range r.set[prefix] {
+		r.cs = append(r.cs, candidate{best: true, local: !m.peer.IsValid(), nextHop: m.nextHop})
+	}
+	return selectRoute(prefix, r.cs)
+}
+
 // Routes returns the kernel routes for what the speaker has learned, both
-// families, sorted by prefix.
+// families, sorted by prefix, and starts a new change set: Changes reports
+// only what changed after this call.
 func (s *Speaker) Routes() ([]Route, error) {
 	s.rib.mu.Lock()
-	out := make([]Route, 0, len(s.rib.routes))
-	for _, r := range s.rib.routes {
-		out = append(out, r)
+	out := make([]Route, 0, len(s.rib.set))
+	for prefix := range s.rib.set {
+		if r, ok := s.rib.route(prefix); ok {
+			out = append(out, r)
+		}
 	}
+	clear(s.rib.dirty)
 	s.rib.mu.Unlock()
 	slices.SortFunc(out, func(a, b Route) int {
 		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
@@ -141,6 +151,24 @@ func (s *Speaker) Routes() ([]Route, error) {
 		return a.Prefix.Bits() - b.Prefix.Bits()
 	})
 	return out, nil
+}
+
+// Changes returns what changed since the last call of Changes or Routes:
+// the prefixes whose kernel route is new or different, with that route,
+// and those that no longer get one. A prefix may be reported although its
+// route ended up as it was (it changed and changed back).
+func (s *Speaker) Changes() (changed []Route, gone []netip.Prefix) {
+	s.rib.mu.Lock()
+	defer s.rib.mu.Unlock()
+	for prefix := range s.rib.dirty {
+		if r, ok := s.rib.route(prefix); ok {
+			changed = append(changed, r)
+		} else {
+			gone = append(gone, prefix)
+		}
+	}
+	clear(s.rib.dirty)
+	return changed, gone
 }
 
 // nextHop reads the path's next hop: NEXT_HOP for IPv4, the global address

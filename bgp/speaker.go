@@ -15,6 +15,7 @@ import (
 
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/config/oc"
 	"github.com/osrg/gobgp/v4/pkg/metrics"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
@@ -26,7 +27,7 @@ type Speaker struct {
 	cfg  Config
 	log  *slog.Logger
 	srv  *server.BgpServer
-	poke func()
+	poke func() // sessions changed
 
 	rib rib
 
@@ -51,10 +52,18 @@ type Speaker struct {
 	stop   context.CancelFunc
 }
 
-// New starts a speaker with no peers and no paths. poke is called (and must
-// not block) whenever best paths or peer states change, so that the
-// caller's loop calls Set and Routes again.
-func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speaker, error) {
+// Notify is how a speaker tells its caller that something changed. Both
+// are called from GoBGP's goroutines and must not block; either may be nil.
+type Notify struct {
+	// Routes: learned best paths changed, Changes has news.
+	Routes func()
+	// Sessions: a session changed state, so Set and PeerStates may have
+	// work.
+	Sessions func()
+}
+
+// New starts a speaker with no peers and no paths.
+func New(ctx context.Context, cfg Config, log *slog.Logger, notify Notify) (*Speaker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -68,6 +77,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 		opts = append(opts, server.GrpcListenAddress(cfg.GRPCAddress),
 			server.GrpcOption(withoutPasswords()))
 	}
+	poke, pokeRoutes := orNothing(notify.Sessions), orNothing(notify.Routes)
 	s := &Speaker{
 		cfg: cfg, log: log, srv: server.NewBgpServer(opts...), poke: poke,
 		peers: map[netip.Addr]Peer{}, adverts: map[netip.Prefix]bool{},
@@ -80,7 +90,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 	rctx, s.stop = context.WithCancel(ctx)
 	go s.runResender(rctx)
 	go s.srv.Serve()
-	global := &api.Global{Asn: cfg.ASN, RouterId: cfg.RouterID.String(), ListenPort: cfg.ListenPort, UseMultiplePaths: true}
+	// Only the two families Petrel speaks: GoBGP otherwise makes a table of
+	// 2,048 shards for each of the thirty-odd it knows, twice (about 11 MB).
+	global := &api.Global{Asn: cfg.ASN, RouterId: cfg.RouterID.String(), ListenPort: cfg.ListenPort, UseMultiplePaths: true,
+		Families: []uint32{uint32(oc.AfiSafiTypeToIntMap[oc.AFI_SAFI_TYPE_IPV4_UNICAST]), uint32(oc.AfiSafiTypeToIntMap[oc.AFI_SAFI_TYPE_IPV6_UNICAST])}}
 	for _, a := range cfg.ListenAddresses {
 		global.ListenAddresses = append(global.ListenAddresses, a.String())
 	}
@@ -93,7 +106,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 	}
 	if err == nil {
 		err = s.srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{
-			OnBestPath:   func(ps []*apiutil.Path, _ time.Time) { s.rib.apply(ps); poke() },
+			OnBestPath:   func(ps []*apiutil.Path, _ time.Time) { s.rib.apply(ps); pokeRoutes() },
 			OnPeerUpdate: s.onPeer,
 		}, server.WatchBestPath(false), server.WatchPeer())
 	}
@@ -102,6 +115,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, poke func()) (*Speak
 		return nil, fmt.Errorf("start bgp: %w", err)
 	}
 	return s, nil
+}
+
+func orNothing(f func()) func() {
+	if f == nil {
+		return func() {}
+	}
+	return f
 }
 
 // Collector exports GoBGP's per-peer metrics: session state, messages,

@@ -49,7 +49,7 @@ func startNode(t *testing.T, addr string, asn uint32, pods []string, cluster ...
 		cfg.ClusterCIDRs = append(cfg.ClusterCIDRs, netip.MustParsePrefix(c))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sp, err := New(ctx, cfg, testLogger(), func() {})
+	sp, err := New(ctx, cfg, testLogger(), Notify{})
 	if err != nil {
 		t.Fatal(err)
 	}

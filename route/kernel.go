@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -17,8 +16,10 @@ import (
 // one rtm_protocol.
 type Kernel struct {
 	h     *netlink.Handle   // dumps
-	batch *nl.NetlinkSocket // batched changes
+	batch *nl.NetlinkSocket // batched changes (Apply: never concurrent)
 	proto netlink.RouteProtocol
+	seq   uint32 // the next batch's first sequence number
+	buf   []byte // the last batch's, reused
 }
 
 var _ Table = (*Kernel)(nil)
@@ -41,9 +42,10 @@ func OpenKernel(ns netns.NsHandle, proto int) (*Kernel, error) {
 		}
 	}
 	if err == nil {
-		// Every ack of a batch is queued before the first is read, and a
-		// small ack skb still costs ~1 KiB of buffer: make room, or acks are
-		// dropped. The timeout keeps a lost ack from hanging the loop.
+		// Every error of a batch (each a failed request: a held prefix) is
+		// queued before the first is read, and a small skb still costs
+		// ~1 KiB of buffer: make room, or they are dropped. The timeout
+		// keeps a lost acknowledgement from hanging the loop.
 		err = s.SetReceiveBufferSize(batchSize*2048, true)
 	}
 	if err == nil {
@@ -142,66 +144,4 @@ func gatewayOr(gw net.IP, nh netip.Addr) netip.Addr {
 		return a.Unmap()
 	}
 	return nh
-}
-
-// Watch reports route changes made by others, so the caller's loop resyncs
-// within moments instead of at the next periodic full sync. poke(true):
-// a route of Petrel's protocol was deleted, or a route of another protocol
-// appeared (it may have replaced one of Petrel's): what the caller
-// remembers of the table is stale. poke(false): a route of another
-// protocol went away, which may free a prefix Petrel was kept out of.
-// Petrel's own installs do not poke, so a sync does not wake itself. A
-// subscription error pokes as stale: events may have been lost.
-//
-// Watch returns once the subscription is live; stop ends it. ns is the
-// namespace to watch, netns.None() for the caller's own. poke must not block.
-func Watch(ns netns.NsHandle, proto int, poke func(stale bool)) (stop func(), err error) {
-	done := make(chan struct{})
-	updates, err := subscribe(ns, done)
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		for {
-			for u := range updates {
-				ours := u.Route.Protocol == netlink.RouteProtocol(proto)
-				switch {
-				case (u.Type == unix.RTM_DELROUTE && ours) || (u.Type == unix.RTM_NEWROUTE && !ours):
-					poke(true)
-				case u.Type == unix.RTM_DELROUTE:
-					poke(false)
-				}
-			}
-			// The subscription ended: the socket overflowed while a large
-			// update was installed, or failed. Changes may have been missed:
-			// poke for a full look, and subscribe again.
-			poke(true)
-			for {
-				select {
-				case <-done:
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
-				var serr error
-				if updates, serr = subscribe(ns, done); serr == nil {
-					break
-				}
-			}
-		}
-	}()
-	return func() { close(done) }, nil
-}
-
-func subscribe(ns netns.NsHandle, done chan struct{}) (chan netlink.RouteUpdate, error) {
-	updates := make(chan netlink.RouteUpdate, 1024)
-	// Installing 100,000 routes sends as many notifications; a large buffer
-	// keeps the subscription from overflowing during such a burst.
-	opts := netlink.RouteSubscribeOptions{ReceiveBufferSize: 8 << 20, ReceiveBufferForceSize: true}
-	if ns.IsOpen() {
-		opts.Namespace = &ns
-	}
-	if err := netlink.RouteSubscribeWithOptions(updates, done, opts); err != nil {
-		return nil, fmt.Errorf("subscribe to route changes: %w", err)
-	}
-	return updates, nil
 }

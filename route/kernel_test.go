@@ -99,7 +99,7 @@ func TestKernelSync(t *testing.T) {
 	if got := ipRoutes(t, n); got != expect {
 		t.Fatalf("kernel table:\n%s\nwant:\n%s", got, expect)
 	}
-	if res, err := p.Sync(ctx, want); err != nil || res != (route.Result{}) {
+	if res, err := p.Sync(ctx, want); err != nil || res.Replaced+res.Removed != 0 {
 		t.Fatalf("second sync changed %+v (%v)", res, err)
 	}
 

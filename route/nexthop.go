@@ -36,9 +36,70 @@ var (
 // returned once, and logged when its verdict changes: a refusal is not an
 // error to retry, and never holds up the other routes.
 func (p *Programmer) Resolve(learned []Route, forbidden []netip.Prefix) ([]Route, []Rejected) {
-	verdicts := map[netip.Addr]resolution{}
+	out, _, verdicts := p.resolveAll(learned, forbidden, map[netip.Addr]resolution{})
+	p.mu.Lock()
+	p.resolved = verdicts
+	p.mu.Unlock()
+	var rejected []Rejected
+	for nh, v := range verdicts {
+		if v.err != nil {
+			rejected = append(rejected, Rejected{NextHop: nh, Reason: v.err.Error()})
+		}
+	}
+	slices.SortFunc(rejected, func(a, b Rejected) int { return a.NextHop.Compare(b.NextHop) })
+	p.reportRejected(rejected, true)
+	return out, rejected
+}
+
+// ResolveChanged is Resolve for a change set (see Update): it returns the
+// routes that keep a next hop and the prefixes of those left with none,
+// which must go. It logs a refused next hop whose verdict is new, and
+// forgets none: only Resolve, over the whole table, knows that a next hop
+// is no longer used.
+//
+// It reuses the verdicts of the last Resolve: a flood of updates through
+// the same few peers asks the kernel nothing. Those are as fresh as the
+// last full sync, which every change of another protocol's routes (the
+// underlay) triggers; Invalidate drops them.
+func (p *Programmer) ResolveChanged(learned []Route, forbidden []netip.Prefix) (routes []Route, none []netip.Prefix) {
+	p.mu.Lock()
+	if p.resolved == nil {
+		p.resolved = map[netip.Addr]resolution{}
+	}
+	cache := p.resolved
+	p.mu.Unlock()
+	out, none, verdicts := p.resolveAll(learned, forbidden, cache)
+	var rejected []Rejected
+	for nh, v := range verdicts {
+		if v.err != nil {
+			rejected = append(rejected, Rejected{NextHop: nh, Reason: v.err.Error()})
+		}
+	}
+	p.reportRejected(rejected, false)
+	return out, none
+}
+
+// resolveAll resolves each distinct next hop once, adding to verdicts.
+func (p *Programmer) resolveAll(learned []Route, forbidden []netip.Prefix, verdicts map[netip.Addr]resolution) ([]Route, []netip.Prefix, map[netip.Addr]resolution) {
 	out := make([]Route, 0, len(learned))
+	var none []netip.Prefix
 	for _, r := range learned {
+		if len(r.NextHops) == 1 {
+			// The usual case, without an allocation: the resolution's
+			// gateways are sorted and never written to, so routes share them.
+			v, ok := verdicts[r.NextHops[0]]
+			if !ok {
+				v = p.resolve(r.NextHops[0], forbidden)
+				verdicts[r.NextHops[0]] = v
+			}
+			if len(v.via) == 0 {
+				none = append(none, r.Prefix)
+				continue
+			}
+			r.NextHops = v.via
+			out = append(out, r)
+			continue
+		}
 		var nhs []netip.Addr
 		for _, nh := range r.NextHops {
 			v, ok := verdicts[nh]
@@ -49,21 +110,14 @@ func (p *Programmer) Resolve(learned []Route, forbidden []netip.Prefix) ([]Route
 			nhs = append(nhs, v.via...)
 		}
 		if len(nhs) == 0 {
+			none = append(none, r.Prefix)
 			continue
 		}
 		slices.SortFunc(nhs, netip.Addr.Compare)
 		r.NextHops = slices.Compact(nhs)
 		out = append(out, r)
 	}
-	var rejected []Rejected
-	for nh, v := range verdicts {
-		if v.err != nil {
-			rejected = append(rejected, Rejected{NextHop: nh, Reason: v.err.Error()})
-		}
-	}
-	slices.SortFunc(rejected, func(a, b Rejected) int { return a.NextHop.Compare(b.NextHop) })
-	p.reportRejected(rejected)
-	return out, rejected
+	return out, none, verdicts
 }
 
 type resolution struct {
@@ -78,11 +132,13 @@ func (p *Programmer) resolve(nh netip.Addr, forbidden []netip.Prefix) resolution
 		}
 	}
 	via, err := p.table.Resolve(nh)
-	return resolution{via: via, err: err}
+	slices.SortFunc(via, netip.Addr.Compare)
+	return resolution{via: slices.Compact(via), err: err}
 }
 
-// reportRejected logs each next hop whose verdict changed.
-func (p *Programmer) reportRejected(now []Rejected) {
+// reportRejected logs each next hop whose verdict changed; all says now
+// is every refused next hop, so the others are forgotten.
+func (p *Programmer) reportRejected(now []Rejected, all bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	seen := map[netip.Addr]bool{}
@@ -94,7 +150,7 @@ func (p *Programmer) reportRejected(now []Rejected) {
 		p.rejected[r.NextHop] = r.Reason
 	}
 	for nh := range p.rejected {
-		if !seen[nh] {
+		if all && !seen[nh] {
 			delete(p.rejected, nh)
 		}
 	}

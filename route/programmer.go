@@ -48,6 +48,9 @@ type Programmer struct {
 	held map[netip.Prefix]Route
 	// rejected are the learned next hops last refused, with the reason.
 	rejected map[netip.Addr]string
+	// resolved are the next hops' verdicts as of the last Resolve (and
+	// those ResolveChanged added since); nil after Invalidate.
+	resolved map[netip.Addr]resolution
 }
 
 // New returns a Programmer over table.
@@ -59,7 +62,7 @@ func New(table Table, log *slog.Logger) *Programmer {
 // it installed. Safe to call from any goroutine.
 func (p *Programmer) Invalidate() {
 	p.mu.Lock()
-	p.installed = nil
+	p.installed, p.resolved = nil, nil
 	p.mu.Unlock()
 }
 
@@ -91,6 +94,9 @@ func (p *Programmer) current() (map[netip.Prefix]Route, error) {
 // routes keep out of the table.
 type Result struct {
 	Replaced, Removed, Held int
+	// Installed is how many routes the table holds afterwards (when the
+	// change succeeded).
+	Installed int
 }
 
 // Sync makes the table hold exactly want. It is idempotent: with the table
@@ -152,7 +158,7 @@ func (p *Programmer) Sync(ctx context.Context, want []Route) (Result, error) {
 			done = append(done, r)
 		}
 	}
-	p.remember(done, gone, len(errs) > 0)
+	res.Installed = p.remember(done, gone, len(errs) > 0)
 	p.reportHeld(held, wanted)
 	res.Held = len(p.held)
 	if res.Replaced+res.Removed > 0 {
@@ -207,14 +213,15 @@ func (p *Programmer) Held() []netip.Prefix {
 	return out
 }
 
-// remember folds an applied change into the memory of the table; after a
-// failure the kernel's state is uncertain, so the next sync lists it.
-func (p *Programmer) remember(replace, remove []Route, failed bool) {
+// remember folds an applied change into the memory of the table, and
+// returns how many routes it holds; after a failure the kernel's state is
+// uncertain, so the next sync lists it.
+func (p *Programmer) remember(replace, remove []Route, failed bool) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if failed || p.installed == nil {
 		p.installed = nil
-		return
+		return 0
 	}
 	for _, r := range replace {
 		p.installed[r.Prefix] = r
@@ -222,4 +229,5 @@ func (p *Programmer) remember(replace, remove []Route, failed bool) {
 	for _, r := range remove {
 		delete(p.installed, r.Prefix)
 	}
+	return len(p.installed)
 }

@@ -18,6 +18,7 @@ type fakeTable struct {
 	foreign map[netip.Prefix]string // routes of other protocols, by prefix
 	failFor netip.Prefix
 	calls   int
+	asked   []netip.Addr // next hops Resolve was asked about
 }
 
 func newFake(rs ...Route) *fakeTable {
@@ -74,7 +75,10 @@ func (f *fakeTable) Apply(add, change, remove []Route) []error {
 
 // Resolve treats every next hop as on-link: the kernel's rules are checked
 // by the kernel tests.
-func (f *fakeTable) Resolve(nh netip.Addr) ([]netip.Addr, error) { return []netip.Addr{nh}, nil }
+func (f *fakeTable) Resolve(nh netip.Addr) ([]netip.Addr, error) {
+	f.asked = append(f.asked, nh)
+	return []netip.Addr{nh}, nil
+}
 
 func (f *fakeTable) String() string {
 	var lines []string
@@ -132,7 +136,7 @@ func TestSyncStates(t *testing.T) {
 		// Idempotent: the same input again changes nothing.
 		f.calls = 0
 		res, err := p.Sync(context.Background(), s.want)
-		if err != nil || res != (Result{}) || f.calls != 0 {
+		if err != nil || res.Replaced+res.Removed != 0 || f.calls != 0 {
 			t.Fatalf("%s: second sync changed %+v (%d calls, %v)", s.name, res, f.calls, err)
 		}
 	}
@@ -173,7 +177,7 @@ func TestSyncTrustsMemoryUntilInvalidated(t *testing.T) {
 	want := []Route{r("10.244.2.0/24", "10.0.0.2")}
 	p.Sync(context.Background(), want)
 	delete(f.routes, netip.MustParsePrefix("10.244.2.0/24")) // someone else deletes it
-	if res, _ := p.Sync(context.Background(), want); res != (Result{}) {
+	if res, _ := p.Sync(context.Background(), want); res.Replaced+res.Removed != 0 {
 		t.Fatalf("sync without invalidation changed %+v: it should trust its memory", res)
 	}
 	p.Invalidate()
@@ -217,5 +221,42 @@ func TestForeignRoutesAreNeverReplaced(t *testing.T) {
 	}
 	if got := f.String(); got != "0.0.0.0/0 via 192.168.1.1 proto static" {
 		t.Fatalf("after removing everything:\n%s", got)
+	}
+}
+
+// Update touches only the change set, with Sync's rules: a held prefix is
+// reported and stays out, a prefix both changed and gone is refused, and
+// ResolveChanged asks the kernel only about next hops the last Resolve did
+// not, until Invalidate.
+func TestUpdateTouchesOnlyTheChange(t *testing.T) {
+	f := newFake()
+	f.foreign[netip.MustParsePrefix("10.0.0.0/8")] = "static"
+	p := New(f, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := context.Background()
+	learned := []Route{r("10.244.2.0/24", "10.0.0.2"), r("10.244.3.0/24", "10.0.0.3")}
+	safe, _ := p.Resolve(learned, nil)
+	if _, err := p.Sync(ctx, safe); err != nil {
+		t.Fatal(err)
+	}
+	f.asked, f.calls = nil, 0
+	changed, none := p.ResolveChanged([]Route{r("10.244.2.0/24", "10.0.0.3"), r("10.244.4.0/24", "10.0.0.4"), r("10.0.0.0/8", "10.0.0.2")}, nil)
+	if len(none) != 0 || fmt.Sprint(f.asked) != "[10.0.0.4]" {
+		t.Fatalf("asked the kernel about %v (none %v), want only the new next hop", f.asked, none)
+	}
+	res, err := p.Update(ctx, changed, []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24")})
+	if err != nil || res.Replaced != 2 || res.Removed != 1 || res.Held != 1 || res.Installed != 2 {
+		t.Fatalf("update: %+v %v", res, err)
+	}
+	if want := "10.0.0.0/8 static\n10.244.2.0/24 via 10.0.0.3\n10.244.4.0/24 via 10.0.0.4"; f.String() != want || !slices.Equal(p.Held(), []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}) {
+		t.Fatalf("table:\n%s\nheld %v", f, p.Held())
+	}
+	if _, err := p.Update(ctx, []Route{r("10.244.4.0/24", "10.0.0.2")}, []netip.Prefix{netip.MustParsePrefix("10.244.4.0/24")}); err == nil {
+		t.Fatal("a prefix both changed and gone was accepted")
+	}
+	p.Invalidate()
+	f.asked = nil
+	p.ResolveChanged([]Route{r("10.244.2.0/24", "10.0.0.3")}, nil)
+	if fmt.Sprint(f.asked) != "[10.0.0.3]" {
+		t.Fatalf("after Invalidate asked about %v, want [10.0.0.3]", f.asked)
 	}
 }

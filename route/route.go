@@ -43,10 +43,23 @@ func (r Route) String() string {
 // normal returns the route with its next hops sorted and deduplicated, so
 // that two routes with the same next hops in another order compare equal.
 func (r Route) normal() Route {
+	if sorted(r.NextHops) {
+		return r // the usual case: it costs no copy
+	}
 	nh := slices.Clone(r.NextHops)
 	slices.SortFunc(nh, netip.Addr.Compare)
 	r.NextHops = slices.Compact(nh)
 	return r
+}
+
+// sorted says whether next hops are in strictly increasing order.
+func sorted(nhs []netip.Addr) bool {
+	for i := 1; i < len(nhs); i++ {
+		if nhs[i-1].Compare(nhs[i]) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (r Route) equal(o Route) bool {

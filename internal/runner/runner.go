@@ -4,7 +4,9 @@
 // when nothing pokes it, which repairs drift nobody reported. It is the
 // agent's one resync clock: the sync function is told which calls are the
 // periodic resync, and the dataplane pieces are told to distrust what they
-// remember of the kernel then.
+// remember of the kernel then. Between syncs, the one kind of event that
+// comes in floods and needs no full sync (learned routes) runs a fast
+// function of its own at once (PokeFast).
 package runner
 
 import (
@@ -15,7 +17,7 @@ import (
 
 // Runner coalesces pokes into calls of one sync function.
 type Runner struct {
-	pokes       chan struct{}
+	pokes, fast chan struct{}
 	minInterval time.Duration
 	resync      time.Duration
 	maxBackoff  time.Duration
@@ -24,7 +26,7 @@ type Runner struct {
 // New returns a runner that syncs at most once per minInterval and at
 // least once per resync.
 func New(minInterval, resync time.Duration) *Runner {
-	return &Runner{pokes: make(chan struct{}, 1), minInterval: minInterval, resync: resync, maxBackoff: 10 * time.Second}
+	return &Runner{pokes: make(chan struct{}, 1), fast: make(chan struct{}, 1), minInterval: minInterval, resync: resync, maxBackoff: 10 * time.Second}
 }
 
 // Poke asks for a sync soon. It never blocks: pokes that arrive while one
@@ -32,6 +34,15 @@ func New(minInterval, resync time.Duration) *Runner {
 func (r *Runner) Poke() {
 	select {
 	case r.pokes <- struct{}{}:
+	default:
+	}
+}
+
+// PokeFast asks for the fast function at once. It never blocks: pokes that
+// arrive while one is pending merge into it.
+func (r *Runner) PokeFast() {
+	select {
+	case r.fast <- struct{}{}:
 	default:
 	}
 }
@@ -44,7 +55,13 @@ func (r *Runner) Poke() {
 // stream of events still gets a sync every minInterval. A failed sync is
 // retried with exponential backoff from minInterval up to 10 s; pokes during
 // the backoff do not shorten it.
-func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(ctx context.Context, resync bool) error) {
+//
+// fast (if not nil) runs on the same goroutine, so never beside sync, at
+// every PokeFast, with no minimum interval: a flood of pokes runs it back
+// to back, each run taking what piled up meanwhile. It is not held back by
+// a failing sync's backoff; when it fails, a sync is scheduled as after a
+// Poke, to repair what it could not.
+func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(ctx context.Context, resync bool) error, fast func(ctx context.Context) error) {
 	var backoff time.Duration
 	var lastStart, lastResync time.Time
 	due := time.Now()
@@ -61,6 +78,17 @@ func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(ctx contex
 		case <-r.pokes:
 			if at := lastStart.Add(r.minInterval); backoff == 0 && at.Before(due) {
 				schedule(at)
+			}
+			continue
+		case <-r.fast:
+			if fast == nil {
+				continue
+			}
+			if err := fast(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("fast sync failed; a full sync follows", "err", err)
+				if at := lastStart.Add(r.minInterval); backoff == 0 && at.Before(due) {
+					schedule(at)
+				}
 			}
 			continue
 		case <-timer.C:

@@ -18,7 +18,7 @@ func TestPokesCoalesce(t *testing.T) {
 	synced := make(chan struct{}, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go r.Run(ctx, quiet, func(context.Context, bool) error { calls.Add(1); synced <- struct{}{}; return nil })
+	go r.Run(ctx, quiet, func(context.Context, bool) error { calls.Add(1); synced <- struct{}{}; return nil }, nil)
 	<-synced // the start-up sync
 	for range 100 {
 		r.Poke()
@@ -43,7 +43,7 @@ func TestFailureRetriesWithoutPokes(t *testing.T) {
 		}
 		close(done)
 		return nil
-	})
+	}, nil)
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -56,7 +56,7 @@ func TestPeriodicResync(t *testing.T) {
 	synced := make(chan struct{}, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go r.Run(ctx, quiet, func(context.Context, bool) error { synced <- struct{}{}; return nil })
+	go r.Run(ctx, quiet, func(context.Context, bool) error { synced <- struct{}{}; return nil }, nil)
 	for i := range 3 {
 		select {
 		case <-synced:
@@ -73,7 +73,7 @@ func TestStreamOfPokesStillSyncs(t *testing.T) {
 	synced := make(chan struct{}, 100)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go r.Run(ctx, quiet, func(context.Context, bool) error { synced <- struct{}{}; return nil })
+	go r.Run(ctx, quiet, func(context.Context, bool) error { synced <- struct{}{}; return nil }, nil)
 	<-synced
 	stop := make(chan struct{})
 	go func() {
@@ -104,7 +104,7 @@ func TestResyncFlag(t *testing.T) {
 	got := make(chan bool, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go r.Run(ctx, quiet, func(_ context.Context, resync bool) error { got <- resync; return nil })
+	go r.Run(ctx, quiet, func(_ context.Context, resync bool) error { got <- resync; return nil }, nil)
 	next := func() bool {
 		t.Helper()
 		select {
@@ -124,5 +124,51 @@ func TestResyncFlag(t *testing.T) {
 	}
 	if !next() {
 		t.Fatal("the periodic sync was not a resync")
+	}
+}
+
+// TestFastRunsAtOnceAndAlone: PokeFast runs the fast function without
+// waiting for the minimum interval and without a full sync; a failed fast
+// run schedules a full sync.
+func TestFastRunsAtOnceAndAlone(t *testing.T) {
+	r := New(time.Hour, time.Hour) // after the start-up sync, no sync unless asked
+	synced, fasts := make(chan struct{}, 10), make(chan struct{}, 10)
+	var fail atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx, quiet, func(context.Context, bool) error { synced <- struct{}{}; return nil },
+		func(context.Context) error {
+			fasts <- struct{}{}
+			if fail.Load() {
+				return errors.New("netlink busy")
+			}
+			return nil
+		})
+	<-synced
+	for i := range 3 {
+		r.PokeFast()
+		select {
+		case <-fasts:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("fast poke %d: the fast function did not run", i)
+		}
+	}
+	select {
+	case <-synced:
+		t.Fatal("a fast poke ran the full sync")
+	case <-time.After(100 * time.Millisecond):
+	}
+	// The minimum interval is an hour since the start-up sync: a failed fast
+	// run still gets the repairing sync, at the first moment allowed.
+	r2 := New(20*time.Millisecond, time.Hour)
+	synced2 := make(chan struct{}, 10)
+	go r2.Run(ctx, quiet, func(context.Context, bool) error { synced2 <- struct{}{}; return nil },
+		func(context.Context) error { return errors.New("netlink busy") })
+	<-synced2
+	r2.PokeFast()
+	select {
+	case <-synced2:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a failed fast run did not schedule a sync")
 	}
 }

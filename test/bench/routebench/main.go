@@ -220,12 +220,12 @@ func feeder(args []string) int {
 	sp, err := bgp.New(ctx, bgp.Config{
 		ASN: 65000, RouterID: netip.MustParseAddr("10.98.0.1"), ListenPort: 179,
 		PodCIDRs: []netip.Prefix{fed}, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
-	}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), func() {
+	}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), bgp.Notify{Sessions: func() {
 		select {
 		case poked <- struct{}{}:
 		default:
 		}
-	})
+	}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "feeder:", err)
 		return 1
