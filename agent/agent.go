@@ -32,6 +32,13 @@ import (
 // a burst of BGP updates becomes one kernel sync.
 const minSyncInterval = 50 * time.Millisecond
 
+// fastSyncInterval spaces the programming of learned routes during a flood
+// of BGP updates: GoBGP reports each path on its own, and waking the loop
+// for every few of them cost more (in the update processing it competes
+// with) than the kernel writes; every 2 ms installed 20,000 routes 10-20 %
+// sooner than at once (routebench), and a single update waits at most that.
+const fastSyncInterval = 2 * time.Millisecond
+
 type agent struct {
 	cfg     *config.Config // the file's node-independent settings
 	log     *slog.Logger
@@ -69,6 +76,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, src Source, 
 	defer stop(nil)
 	a.stop = stop
 	loop := runner.New(minSyncInterval, time.Duration(cfg.ResyncInterval))
+	loop.FastInterval = fastSyncInterval
 	a.poke, a.pokeRoutes = loop.Poke, loop.PokeFast
 	if dp.Metrics != nil {
 		a.metrics.reg.MustRegister(speakerCollector{&a.current, dp.Metrics})

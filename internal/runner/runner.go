@@ -19,6 +19,9 @@ import (
 type Runner struct {
 	pokes, fast chan struct{}
 	minInterval time.Duration
+	// FastInterval spaces runs of the fast function: a poke within it of
+	// the last run's start waits for its end. Set it before Run.
+	FastInterval time.Duration
 	resync      time.Duration
 	maxBackoff  time.Duration
 }
@@ -57,10 +60,11 @@ func (r *Runner) PokeFast() {
 // the backoff do not shorten it.
 //
 // fast (if not nil) runs on the same goroutine, so never beside sync, at
-// every PokeFast, with no minimum interval: a flood of pokes runs it back
-// to back, each run taking what piled up meanwhile. It is not held back by
-// a failing sync's backoff; when it fails, a sync is scheduled as after a
-// Poke, to repair what it could not.
+// a PokeFast: at once when FastInterval has passed since its last run,
+// else when it has; a flood of pokes runs it every FastInterval, each run
+// taking what piled up meanwhile. It is not held back by a failing sync's
+// backoff; when it fails, a sync is scheduled as after a Poke, to repair
+// what it could not.
 func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(ctx context.Context, resync bool) error, fast func(ctx context.Context) error) {
 	var backoff time.Duration
 	var lastStart, lastResync time.Time
@@ -70,6 +74,20 @@ func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(ctx contex
 	schedule := func(at time.Time) {
 		due = at
 		timer.Reset(time.Until(at))
+	}
+	var lastFast time.Time
+	fastTimer := time.NewTimer(time.Hour)
+	fastTimer.Stop()
+	defer fastTimer.Stop()
+	fastPending := false
+	runFast := func() {
+		lastFast = time.Now()
+		if err := fast(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("fast sync failed; a full sync follows", "err", err)
+			if at := lastStart.Add(r.minInterval); backoff == 0 && at.Before(due) {
+				schedule(at)
+			}
+		}
 	}
 	for {
 		select {
@@ -81,15 +99,18 @@ func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(ctx contex
 			}
 			continue
 		case <-r.fast:
-			if fast == nil {
-				continue
+			switch wait := time.Until(lastFast.Add(r.FastInterval)); {
+			case fast == nil || fastPending:
+			case wait > 0:
+				fastPending = true
+				fastTimer.Reset(wait)
+			default:
+				runFast()
 			}
-			if err := fast(ctx); err != nil && ctx.Err() == nil {
-				log.Warn("fast sync failed; a full sync follows", "err", err)
-				if at := lastStart.Add(r.minInterval); backoff == 0 && at.Before(due) {
-					schedule(at)
-				}
-			}
+			continue
+		case <-fastTimer.C:
+			fastPending = false
+			runFast()
 			continue
 		case <-timer.C:
 		}

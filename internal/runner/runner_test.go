@@ -172,3 +172,30 @@ func TestFastRunsAtOnceAndAlone(t *testing.T) {
 		t.Fatal("a failed fast run did not schedule a sync")
 	}
 }
+
+// TestFastInterval: fast pokes within FastInterval of the last run wait
+// for its end and merge into one run.
+func TestFastInterval(t *testing.T) {
+	r := New(time.Hour, time.Hour)
+	r.FastInterval = 100 * time.Millisecond
+	runs := make(chan time.Time, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx, quiet, func(context.Context, bool) error { return nil },
+		func(context.Context) error { runs <- time.Now(); return nil })
+	r.PokeFast()
+	first := <-runs
+	for range 10 {
+		r.PokeFast()
+		time.Sleep(time.Millisecond)
+	}
+	second := <-runs
+	if gap := second.Sub(first); gap < r.FastInterval {
+		t.Fatalf("second run %v after the first, want at least %v", gap, r.FastInterval)
+	}
+	select {
+	case <-runs:
+		t.Fatal("ten pokes within the interval ran more than once")
+	case <-time.After(300 * time.Millisecond):
+	}
+}

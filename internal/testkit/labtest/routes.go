@@ -15,15 +15,15 @@ import (
 // RouteCounter counts distinct routes inside a prefix as the kernel of a
 // namespace announces them (netlink notifications, not table polling,
 // which at 100,000 routes is itself slow), and notes when the last of a
-// wanted number arrived.
+// wanted number arrived (and when the first did).
 type RouteCounter struct {
-	within netip.Prefix
-	want   int
-	seen   map[netip.Prefix]bool
-	Last   time.Time
-	Done   chan struct{}
-	Err    chan error
-	stop   chan struct{}
+	within      netip.Prefix
+	want        int
+	seen        map[netip.Prefix]bool
+	First, Last time.Time
+	Done        chan struct{}
+	Err         chan error
+	stop        chan struct{}
 }
 
 // CountRoutes subscribes in ns before returning, so nothing is missed.
@@ -60,6 +60,9 @@ func CountRoutes(ns netnstest.NS, within netip.Prefix, want int) (*RouteCounter,
 				continue
 			}
 			c.seen[p] = true
+			if len(c.seen) == 1 {
+				c.First = time.Now()
+			}
 			if len(c.seen) == c.want {
 				c.Last = time.Now()
 				close(c.Done)

@@ -11,13 +11,20 @@ import (
 
 // PeakRSS is the process's peak resident memory (VmHWM) in kB, 0 when it
 // cannot be read.
-func PeakRSS(pid int) int {
+func PeakRSS(pid int) int { return status(pid, "VmHWM") }
+
+// FileRSS is the part of the process's resident memory that maps files
+// (RssFile, in kB): for a Go daemon, its own binary's code and data.
+func FileRSS(pid int) int { return status(pid, "RssFile") }
+
+// status reads one kB field of /proc/PID/status; 0 when it cannot.
+func status(pid int, field string) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
 			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 			return kb
 		}

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +46,7 @@ func run() int {
 	sizes := flag.String("sizes", "10000,100000", "prefix counts")
 	duts := flag.String("duts", "petrel,frr,bird", "devices under test")
 	profile := flag.String("profile", "", "write the agent's CPU and heap profiles into this directory (petrel-<prefixes>.cpu/.heap; go tool pprof)")
+	runs := flag.Int("runs", 3, "runs per device and size; the median is reported")
 	pods := flag.Int("pods", 0, "petrel-agent also polices this many local pods (and a tenth as many NetworkPolicies) from its policy directory; RSS is taken once routes and policy are both in place")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -52,37 +54,73 @@ func run() int {
 		return 2
 	}
 	abs, _ := filepath.Abs(*agent)
-	fmt.Printf("BGP route installation: feeder Established -> last prefix in the DUT's kernel\n\n")
-	fmt.Printf("%-22s %9s %12s %14s\n", "device under test", "prefixes", "time", "peak RSS")
+	fmt.Printf("BGP route installation: feeder Established -> last prefix in the DUT's kernel\n")
+	fmt.Printf("(median of %d runs, devices interleaved; peak RSS is VmHWM, \"code\" the part of it that maps the binary)\n\n", *runs)
+	fmt.Printf("%-38s %9s %10s %17s %12s %10s %9s\n", "device under test", "prefixes", "time", "(min-max)", "first route", "peak RSS", "code")
 	failed := false
+	var ratios []string
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(s)
 		if err != nil || n <= 0 || n > 1<<17 {
 			fmt.Fprintf(os.Stderr, "routebench: bad size %q (1-%d)\n", s, 1<<17)
 			return 2
 		}
-		for _, dut := range strings.Split(*duts, ",") {
-			prof := ""
-			if *profile != "" && dut == "petrel" {
-				os.MkdirAll(*profile, 0o755)
-				prof, _ = filepath.Abs(filepath.Join(*profile, fmt.Sprintf("petrel-%d", n)))
+		results := map[string][]result{}
+		for round := range *runs {
+			for _, dut := range strings.Split(*duts, ",") {
+				prof := ""
+				if *profile != "" && dut == "petrel" && round == 0 {
+					os.MkdirAll(*profile, 0o755)
+					prof, _ = filepath.Abs(filepath.Join(*profile, fmt.Sprintf("petrel-%d", n)))
+				}
+				withPods := 0
+				if dut == "petrel" {
+					withPods = *pods
+				}
+				r, err := measure(dut, n, abs, prof, withPods)
+				if err != nil {
+					fmt.Printf("%-38s %9d %10s  (run %d: %v)\n", label(dut, withPods), n, "failed", round+1, err)
+					failed = true
+					continue
+				}
+				results[dut] = append(results[dut], r)
 			}
+		}
+		med := map[string]result{}
+		for _, dut := range strings.Split(*duts, ",") {
+			rs := results[dut]
+			if len(rs) == 0 {
+				continue
+			}
+			m := median(rs)
+			med[dut] = m
 			withPods := 0
 			if dut == "petrel" {
 				withPods = *pods
 			}
-			name := label(dut)
-			if withPods > 0 {
-				name = fmt.Sprintf("%s + %d pods, %d policies", name, withPods, withPods/10)
+			lo, hi := spread(rs)
+			code := "-"
+			if m.fileKB > 0 {
+				code = fmt.Sprintf("%.1f MB", float64(m.fileKB)/1024)
 			}
-			d, rss, err := measure(dut, n, abs, prof, withPods)
-			if err != nil {
-				fmt.Printf("%-22s %9d %12s %14s  (%v)\n", name, n, "failed", "-", err)
-				failed = true
-				continue
-			}
-			fmt.Printf("%-22s %9d %10.0f ms %11.1f MB\n", name, n, float64(d.Microseconds())/1000, float64(rss)/1024)
+			fmt.Printf("%-38s %9d %7.0f ms %17s %9.0f ms %7.1f MB %9s\n", label(dut, withPods), n, ms(m.took),
+				fmt.Sprintf("(%.0f-%.0f ms)", ms(lo), ms(hi)), ms(m.first), float64(m.rssKB)/1024, code)
 		}
+		if p, ok := med["petrel"]; ok {
+			line := fmt.Sprintf("%9d prefixes: peak RSS %.1f MB", n, float64(p.rssKB)/1024)
+			if goal := rssGoal(n); goal > 0 && *pods == 0 {
+				line += fmt.Sprintf(" (goal < %d MB: %s)", goal, verdict(float64(p.rssKB)/1024 < float64(goal)))
+			}
+			if f, ok := med["frr"]; ok {
+				r := ms(p.took) / ms(f.took)
+				line = fmt.Sprintf("%9d prefixes: time Petrel/FRR %.2f (goal <= 1.0: %s), RSS Petrel/FRR %.1f;", n, r, verdict(r <= 1.0),
+					float64(p.rssKB)/float64(f.rssKB)) + strings.TrimPrefix(line, fmt.Sprintf("%9d prefixes:", n))
+			}
+			ratios = append(ratios, line)
+		}
+	}
+	if len(ratios) > 0 {
+		fmt.Printf("\n%s\n", strings.Join(ratios, "\n"))
 	}
 	if failed {
 		return 1
@@ -90,15 +128,67 @@ func run() int {
 	return 0
 }
 
-func label(dut string) string {
-	return map[string]string{"petrel": "petrel-agent", "frr": "FRR 8 bgpd+zebra", "bird": "BIRD 2 (kernel proto)"}[dut]
+// result is one measurement.
+type result struct {
+	took, first   time.Duration // the last route in, the first
+	rssKB, fileKB int
+}
+
+// median is the run with the median time, with the median peak RSS.
+func median(rs []result) result {
+	byTime := slices.Clone(rs)
+	slices.SortFunc(byTime, func(a, b result) int { return int(a.took - b.took) })
+	m := byTime[len(byTime)/2]
+	rss := make([]int, len(rs))
+	for i, r := range rs {
+		rss[i] = r.rssKB
+	}
+	slices.Sort(rss)
+	m.rssKB = rss[len(rss)/2]
+	return m
+}
+
+func spread(rs []result) (lo, hi time.Duration) {
+	lo, hi = rs[0].took, rs[0].took
+	for _, r := range rs {
+		lo, hi = min(lo, r.took), max(hi, r.took)
+	}
+	return lo, hi
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// rssGoal is the peak RSS goal at n prefixes (MB), 0 for none.
+func rssGoal(n int) int {
+	switch n {
+	case 20000:
+		return 100
+	case 100000:
+		return 200
+	}
+	return 0
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT MET"
+}
+
+func label(dut string, pods int) string {
+	name := map[string]string{"petrel": "petrel-agent", "frr": "FRR 8 bgpd+zebra", "bird": "BIRD 2 (kernel proto)"}[dut]
+	if pods > 0 {
+		name = fmt.Sprintf("%s + %d pods, %d policies", name, pods, pods/10)
+	}
+	return name
 }
 
 // measure builds a fresh feeder/DUT pair, feeds n prefixes, and tears down.
-func measure(dut string, n int, agentBin, profile string, pods int) (time.Duration, int, error) {
+func measure(dut string, n int, agentBin, profile string, pods int) (result, error) {
 	dir, err := os.MkdirTemp("", "routebench")
 	if err != nil {
-		return 0, 0, err
+		return result{}, err
 	}
 	defer func() {
 		if os.Getenv("KEEP") == "" {
@@ -111,49 +201,52 @@ func measure(dut string, n int, agentBin, profile string, pods int) (time.Durati
 	prefix := fmt.Sprintf("%srb%d-", netnstest.Prefix, os.Getpid())
 	feedNS, err := netnstest.Create(prefix + "feeder")
 	if err != nil {
-		return 0, 0, err
+		return result{}, err
 	}
 	defer feedNS.Delete()
 	dutNS, err := netnstest.Create(prefix + "dut")
 	if err != nil {
-		return 0, 0, err
+		return result{}, err
 	}
 	defer dutNS.Delete()
 	if err := wire(feedNS, dutNS); err != nil {
-		return 0, 0, err
+		return result{}, err
 	}
 	counter, err := labtest.CountRoutes(dutNS, fed, n)
 	if err != nil {
-		return 0, 0, err
+		return result{}, err
 	}
 	defer counter.Close()
 	pids, stop, err := startDUT(dut, dutNS, dir, agentBin, profile, pods)
 	if err != nil {
-		return 0, 0, err
+		return result{}, err
 	}
 	defer stop()
 	start, stopFeeder, err := startFeeder(feedNS, n)
 	if err != nil {
-		return 0, 0, err
+		return result{}, err
 	}
 	defer stopFeeder()
 	select {
 	case <-counter.Done:
 	case err := <-counter.Err:
-		return 0, 0, err
+		return result{}, err
 	case <-time.After(3 * time.Minute):
-		return 0, 0, fmt.Errorf("routes did not all arrive within 3 minutes")
+		return result{}, fmt.Errorf("routes did not all arrive within 3 minutes")
 	}
 	if pods > 0 {
 		if err := readyz(dutNS); err != nil {
-			return 0, 0, err
+			return result{}, err
 		}
 	}
-	rss := 0
+	r := result{took: counter.Last.Sub(start), first: counter.First.Sub(start)}
 	for _, pid := range pids() {
-		rss += procstat.PeakRSS(pid)
+		r.rssKB += procstat.PeakRSS(pid)
+		if dut == "petrel" {
+			r.fileKB += procstat.FileRSS(pid)
+		}
 	}
-	return counter.Last.Sub(start), rss, nil
+	return r, nil
 }
 
 func wire(feed, dut netnstest.NS) error {
