@@ -5,9 +5,9 @@ import (
 	"time"
 )
 
-// A peer that sends more prefixes than its limit is shut down by GoBGP
-// (NOTIFICATION Cease, maximum number of prefixes reached) and left
-// administratively down. Recreating it at once, as a dropped session is,
+// A peer that sends more prefixes than its limit is shut down (count.go:
+// NOTIFICATION Cease, administrative shutdown, "maximum number of prefixes
+// reached") and left administratively down. Recreating it at once, as a dropped session is,
 // would have it send its whole table again and again; instead it waits,
 // doubling from the first wait up to prefixLimitMaxWait, and every
 // shutdown is logged and reported as the session state "prefix-limit".
@@ -24,8 +24,9 @@ type limited struct {
 	wait        time.Duration
 }
 
-// overLimit records a prefix-limit shutdown of addr. Called with s.mu held.
-func (s *Speaker) overLimit(addr netip.Addr, now time.Time) {
+// overLimit records a prefix-limit shutdown of addr, which sent n. Called
+// with s.mu held.
+func (s *Speaker) overLimit(addr netip.Addr, now time.Time, n int) {
 	l, seen := s.limited[addr]
 	switch {
 	case !seen || now.Sub(l.at) > prefixLimitReset+l.wait:
@@ -42,7 +43,7 @@ func (s *Speaker) overLimit(addr netip.Addr, now time.Time) {
 	if limit == 0 {
 		limit = DefaultMaxPrefixes(s.cfg, addr.Is4())
 	}
-	s.log.Warn("peer exceeded its prefix limit: session shut down", "peer", addr, "maxPrefixes", limit, "retryIn", l.wait)
+	s.log.Warn("peer exceeded its prefix limit: session shut down", "peer", addr, "prefixes", n, "maxPrefixes", limit, "retryIn", l.wait)
 }
 
 // due: a peer down for its limit whose wait is over, to be recreated.

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
@@ -80,5 +82,47 @@ func TestDefaultMaxPrefixes(t *testing.T) {
 	cfg.ClusterCIDRs = []netip.Prefix{p("10.0.0.0/8")}
 	if got := DefaultMaxPrefixes(cfg, true); got != 65536 {
 		t.Fatalf("capped: %d", got)
+	}
+}
+
+// TestCountIsAnUpperBound: announcements count, withdrawals do not (a
+// withdrawal of something never sent must not make room for more), and a
+// peer past its limit is handed to the exact count once, not at every
+// further UPDATE.
+func TestCountIsAnUpperBound(t *testing.T) {
+	c := newCounter()
+	peer := netip.MustParseAddr("10.0.0.1")
+	c.setLimits(map[netip.Addr]Peer{peer: {Address: peer, MaxPrefixes: 3}}, Config{})
+	update := func(withdraw bool, prefixes ...string) {
+		var ps []*apiutil.Path
+		for _, s := range prefixes {
+			n, err := bgp.NewIPAddrPrefix(netip.MustParsePrefix(s))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ps = append(ps, &apiutil.Path{Nlri: n, PeerAddress: peer, Withdrawal: withdraw})
+		}
+		c.counted(ps)
+	}
+	due := func() bool {
+		select {
+		case <-c.due:
+			return true
+		default:
+			return false
+		}
+	}
+	update(false, "10.1.0.0/24", "10.1.1.0/24", "10.1.2.0/24")
+	update(true, "10.9.0.0/24", "10.9.1.0/24", "10.9.2.0/24")
+	if due() {
+		t.Fatal("three prefixes, limit three: counted as over")
+	}
+	update(false, "10.1.3.0/24")
+	if !due() {
+		t.Fatal("a fourth announcement after three withdrawals of prefixes never sent was not counted as over the limit of three")
+	}
+	update(false, "10.1.4.0/24", "10.1.5.0/24")
+	if due() {
+		t.Fatal("asked for an exact count again while one is due")
 	}
 }

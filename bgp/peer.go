@@ -20,11 +20,7 @@ func toAPIPeer(p Peer, cfg Config) *api.Peer {
 		Config:            &api.AfiSafiConfig{Family: fam, Enabled: true},
 		MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: p.GracefulRestart.Enabled}},
 	}
-	limit := p.MaxPrefixes
-	if limit == 0 {
-		limit = DefaultMaxPrefixes(cfg, p.Address.Is4())
-	}
-	afi.PrefixLimits = &api.PrefixLimit{Family: fam, MaxPrefixes: limit}
+	// No PrefixLimits: Petrel counts (count.go).
 	out := &api.Peer{
 		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASN, AuthPassword: p.Password},
 		Timers: &api.Timers{Config: &api.TimersConfig{

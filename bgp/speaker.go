@@ -49,6 +49,7 @@ type Speaker struct {
 	communities, originatedWith []uint32
 
 	resend *resender // resend.go
+	count  *counter  // count.go
 	stop   context.CancelFunc
 }
 
@@ -85,10 +86,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, notify Notify) (*Spe
 		limited: map[netip.Addr]limited{},
 		rib:     newRib(),
 		resend:  newResender(),
+		count:   newCounter(),
 	}
 	var rctx context.Context
 	rctx, s.stop = context.WithCancel(ctx)
 	go s.runResender(rctx)
+	go s.runLimits(rctx)
 	go s.srv.Serve()
 	// Only the two families Petrel speaks: GoBGP otherwise makes a table of
 	// 2,048 shards for each of the thirty-odd it knows, twice (about 11 MB).
@@ -109,6 +112,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, notify Notify) (*Spe
 			OnBestPath:   func(ps []*apiutil.Path, _ time.Time) { s.rib.apply(ps); pokeRoutes() },
 			OnPeerUpdate: s.onPeer,
 		}, server.WatchBestPath(false), server.WatchPeer())
+	}
+	if err == nil {
+		err = s.srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{
+			OnPathUpdate: func(ps []*apiutil.Path, _ time.Time) { s.count.counted(ps) },
+		}, server.WatchUpdate(false, "", ""))
 	}
 	if err != nil {
 		s.Stop()
@@ -149,15 +157,10 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	s.mu.Lock()
 	prev := s.states[addr]
 	s.states[addr] = stateName(state)
-	if ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT && state == bgp.BGP_FSM_IDLE {
-		if l := s.limited[addr]; l.retryAt.IsZero() || time.Now().After(l.retryAt) || prev != "prefix-limit" {
-			s.overLimit(addr, time.Now())
-		}
+	// Shut down over its prefix limit (count.go): it stays down, waiting.
+	if state != bgp.BGP_FSM_ESTABLISHED && s.waiting(addr, time.Now()) {
 		s.states[addr] = "prefix-limit"
 		s.mu.Unlock()
-		if prev != "prefix-limit" {
-			s.poke()
-		}
 		return
 	}
 	// Also after a failed open (a connection collision, a NOTIFICATION in
@@ -270,6 +273,7 @@ func (s *Speaker) Set(ctx context.Context, peers []Peer, adverts Adverts) (Chang
 }
 
 func (s *Speaker) setPeers(ctx context.Context, want map[netip.Addr]Peer, c *Changes) error {
+	s.count.setLimits(want, s.cfg)
 	var errs []error
 	for addr := range s.peers {
 		if _, ok := want[addr]; !ok {
@@ -299,9 +303,13 @@ func (s *Speaker) setPeers(ctx context.Context, want map[netip.Addr]Peer, c *Cha
 			continue
 		}
 		if ok {
+			l, wasLimited := s.limited[addr] // a retry: the next shutdown waits longer
 			if err := s.deletePeer(ctx, addr); err != nil {
 				errs = append(errs, err)
 				continue
+			}
+			if wasLimited {
+				s.limited[addr] = l
 			}
 		}
 		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: toAPIPeer(p, s.cfg)}); err != nil {

@@ -42,7 +42,7 @@ type Programmer struct {
 	log   *slog.Logger
 
 	mu        sync.Mutex
-	installed map[netip.Prefix]Route // nil: unknown, list the kernel
+	installed table // nil: unknown, list the kernel
 	// held are the wanted routes a foreign route keeps out; each is tried
 	// again at every sync, and reported once when it starts and ends.
 	held map[netip.Prefix]Route
@@ -66,10 +66,22 @@ func (p *Programmer) Invalidate() {
 	p.mu.Unlock()
 }
 
+// table is what Petrel's routes are, by prefix: a route's next hops, none
+// for a blackhole. Half the size of a map of Routes: at 100,000 learned
+// routes the difference is 5 MB.
+type table map[netip.Prefix][]netip.Addr
+
+func (t table) get(prefix netip.Prefix) (Route, bool) {
+	nhs, ok := t[prefix]
+	return Route{Prefix: prefix, NextHops: nhs, Blackhole: ok && len(nhs) == 0}, ok
+}
+
+func (t table) put(r Route) { t[r.Prefix] = r.NextHops }
+
 // current returns what the table holds, from memory when it can. Only
 // Sync (never concurrent with itself) changes the map it returns;
 // Invalidate merely drops it.
-func (p *Programmer) current() (map[netip.Prefix]Route, error) {
+func (p *Programmer) current() (table, error) {
 	p.mu.Lock()
 	cached := p.installed
 	p.mu.Unlock()
@@ -80,9 +92,9 @@ func (p *Programmer) current() (map[netip.Prefix]Route, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := make(map[netip.Prefix]Route, len(have))
+	m := make(table, len(have))
 	for _, r := range have {
-		m[r.Prefix] = r
+		m.put(r)
 	}
 	p.mu.Lock()
 	p.installed = m
@@ -121,15 +133,16 @@ func (p *Programmer) Sync(ctx context.Context, want []Route) (Result, error) {
 			return Result{}, fmt.Errorf("route %s: desired twice", r.Prefix)
 		}
 		wanted[r.Prefix] = struct{}{}
-		switch cur, ok := have[r.Prefix]; {
+		switch cur, ok := have.get(r.Prefix); {
 		case !ok:
 			add = append(add, r.normal())
 		case !cur.equal(r):
 			change = append(change, r.normal())
 		}
 	}
-	for prefix, r := range have {
+	for prefix := range have {
 		if _, ok := wanted[prefix]; !ok {
+			r, _ := have.get(prefix)
 			remove = append(remove, r)
 		}
 	}
@@ -224,7 +237,7 @@ func (p *Programmer) remember(replace, remove []Route, failed bool) int {
 		return 0
 	}
 	for _, r := range replace {
-		p.installed[r.Prefix] = r
+		p.installed.put(r)
 	}
 	for _, r := range remove {
 		delete(p.installed, r.Prefix)

@@ -26,7 +26,7 @@ func (p *Programmer) Update(ctx context.Context, changed []Route, gone []netip.P
 		if err := r.validate(); err != nil {
 			return Result{}, err
 		}
-		switch cur, ok := have[r.Prefix]; {
+		switch cur, ok := have.get(r.Prefix); {
 		case !ok:
 			add = append(add, r.normal())
 		case !cur.equal(r):
@@ -44,7 +44,7 @@ func (p *Programmer) Update(ctx context.Context, changed []Route, gone []netip.P
 		if _, dup := both[prefix]; dup {
 			return Result{}, fmt.Errorf("route %s: both changed and gone", prefix)
 		}
-		if cur, ok := have[prefix]; ok {
+		if cur, ok := have.get(prefix); ok {
 			remove = append(remove, cur)
 		}
 	}

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/petrelnet/petrel/bgp"
+	"github.com/petrelnet/petrel/bgp/sim"
 	"github.com/petrelnet/petrel/internal/testkit/labtest"
 	"github.com/petrelnet/petrel/internal/testkit/netnstest"
 	"github.com/petrelnet/petrel/internal/testkit/procstat"
@@ -46,6 +47,7 @@ func run() int {
 	sizes := flag.String("sizes", "10000,100000", "prefix counts")
 	duts := flag.String("duts", "petrel,frr,bird", "devices under test")
 	profile := flag.String("profile", "", "write the agent's CPU and heap profiles into this directory (petrel-<prefixes>.cpu/.heap; go tool pprof)")
+	single := flag.Bool("one-per-update", false, "the feeder sends each prefix in an UPDATE of its own (as routes with different attributes arrive) instead of packing them")
 	runs := flag.Int("runs", 3, "runs per device and size; the median is reported")
 	pods := flag.Int("pods", 0, "petrel-agent also polices this many local pods (and a tenth as many NetworkPolicies) from its policy directory; RSS is taken once routes and policy are both in place")
 	flag.Parse()
@@ -77,7 +79,7 @@ func run() int {
 				if dut == "petrel" {
 					withPods = *pods
 				}
-				r, err := measure(dut, n, abs, prof, withPods)
+				r, err := measure(dut, n, abs, prof, withPods, *single)
 				if err != nil {
 					fmt.Printf("%-38s %9d %10s  (run %d: %v)\n", label(dut, withPods), n, "failed", round+1, err)
 					failed = true
@@ -185,7 +187,7 @@ func label(dut string, pods int) string {
 }
 
 // measure builds a fresh feeder/DUT pair, feeds n prefixes, and tears down.
-func measure(dut string, n int, agentBin, profile string, pods int) (result, error) {
+func measure(dut string, n int, agentBin, profile string, pods int, single bool) (result, error) {
 	dir, err := os.MkdirTemp("", "routebench")
 	if err != nil {
 		return result{}, err
@@ -222,7 +224,7 @@ func measure(dut string, n int, agentBin, profile string, pods int) (result, err
 		return result{}, err
 	}
 	defer stop()
-	start, stopFeeder, err := startFeeder(feedNS, n)
+	start, stopFeeder, err := startFeeder(feedNS, n, single)
 	if err != nil {
 		return result{}, err
 	}
@@ -245,6 +247,9 @@ func measure(dut string, n int, agentBin, profile string, pods int) (result, err
 		if dut == "petrel" {
 			r.fileKB += procstat.FileRSS(pid)
 		}
+	}
+	if profile != "" {
+		stop() // before the feeder goes: the heap profile is of a full table
 	}
 	return r, nil
 }
@@ -286,9 +291,9 @@ func wire(feed, dut netnstest.NS) error {
 
 // startFeeder re-runs this binary as the feeder inside its namespace and
 // returns the moment its session became Established.
-func startFeeder(ns netnstest.NS, n int) (time.Time, func(), error) {
+func startFeeder(ns netnstest.NS, n int, single bool) (time.Time, func(), error) {
 	self, _ := os.Executable()
-	cmd := exec.Command(self, "feeder", strconv.Itoa(n))
+	cmd := exec.Command(self, "feeder", strconv.Itoa(n), strconv.FormatBool(single))
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := ns.Start(cmd); err != nil {
@@ -306,8 +311,13 @@ func startFeeder(ns netnstest.NS, n int) (time.Time, func(), error) {
 
 // feeder announces n /26 prefixes from 10.128.0.0/9 to 10.98.0.2. The
 // paths go in before the peer, so they are the session's initial table.
+// With single set, a minimal speaker (bgp/sim) sends each prefix in an
+// UPDATE of its own instead, as routes with different attributes arrive.
 func feeder(args []string) int {
 	n, _ := strconv.Atoi(args[0])
+	if single, _ := strconv.ParseBool(args[1]); single {
+		return feedSingly(n)
+	}
 	ctx := context.Background()
 	poked := make(chan struct{}, 1)
 	sp, err := bgp.New(ctx, bgp.Config{
@@ -323,12 +333,7 @@ func feeder(args []string) int {
 		fmt.Fprintln(os.Stderr, "feeder:", err)
 		return 1
 	}
-	adverts := make([]netip.Prefix, n)
-	base := fed.Addr().As4()
-	for i := range n {
-		v := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(i)<<6
-		adverts[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 26)
-	}
+	adverts := fedPrefixes(n)
 	// FRR announces everything back (the feeder drops it as an AS loop,
 	// after counting it): the feeder's prefix limit must not end the
 	// session under it.
@@ -342,6 +347,46 @@ func feeder(args []string) int {
 		if sp.PeerStates()[peer.Address] == "established" {
 			fmt.Printf("established %d\n", time.Now().UnixNano())
 			break
+		}
+	}
+	select {} // until killed
+}
+
+// fedPrefixes are n distinct /26 prefixes of fed.
+func fedPrefixes(n int) []netip.Prefix {
+	out := make([]netip.Prefix, n)
+	base := fed.Addr().As4()
+	for i := range n {
+		v := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(i)<<6
+		out[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 26)
+	}
+	return out
+}
+
+// feedSingly connects to the DUT and sends n prefixes, one per UPDATE.
+func feedSingly(n int) int {
+	var conn net.Conn
+	var err error
+	for range 600 {
+		if conn, err = net.DialTimeout("tcp", "10.98.0.2:179", time.Second); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "feeder:", err)
+		return 1
+	}
+	s, err := sim.Start(conn, 65000, netip.MustParseAddr("10.98.0.1"), 9*time.Second, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "feeder:", err)
+		return 1
+	}
+	fmt.Printf("established %d\n", time.Now().UnixNano())
+	for _, p := range fedPrefixes(n) {
+		if err := s.Announce([]netip.Prefix{p}, nil); err != nil {
+			fmt.Fprintln(os.Stderr, "feeder:", err)
+			return 1
 		}
 	}
 	select {} // until killed
