@@ -22,8 +22,8 @@ type Runner struct {
 	// FastInterval spaces runs of the fast function: a poke within it of
 	// the last run's start waits for its end. Set it before Run.
 	FastInterval time.Duration
-	resync      time.Duration
-	maxBackoff  time.Duration
+	resync       time.Duration
+	maxBackoff   time.Duration
 }
 
 // New returns a runner that syncs at most once per minInterval and at
