@@ -59,6 +59,7 @@ $(GOLANGCI):
 bench: deps build
 	$(GO) run ./test/bench/cnibench -plugin $(CURDIR)/bin/petrel-cni
 	$(GO) run ./test/bench/routebench -agent $(CURDIR)/bin/petrel-agent -sizes 10000,20000,100000
+	$(GO) run ./test/bench/routebench -agent $(CURDIR)/bin/petrel-agent -sizes 10000,20000 -duts petrel,frr -one-per-update
 	$(GO) run ./test/bench/policybench -plugin $(CURDIR)/bin/petrel-cni
 	$(GO) run ./test/bench/routebench -agent $(CURDIR)/bin/petrel-agent -sizes 20000 -duts petrel -pods 10000
 	$(GO) run ./test/bench/clusterbench -agent $(CURDIR)/bin/petrel-agent -nodes 100,1000

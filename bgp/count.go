@@ -93,9 +93,10 @@ func (s *Speaker) runLimits(ctx context.Context) {
 		}
 		c.mu.Lock()
 		wait := recheckAfter - time.Since(c.last[addr])
+		before := c.bound[addr]
 		c.mu.Unlock()
 		if wait > 0 {
-			time.AfterFunc(wait, func() { c.due <- addr })
+			time.AfterFunc(wait, func() { c.again(addr) })
 			continue
 		}
 		n, err := s.received(ctx, addr)
@@ -105,15 +106,33 @@ func (s *Speaker) runLimits(ctx context.Context) {
 		c.checking[addr] = false
 		over := err == nil && configured && n > limit
 		if err == nil && !over {
-			c.bound[addr] = n
+			// What arrived while GoBGP counted counts on top.
+			c.bound[addr] = n + max(c.bound[addr]-before, 0)
 		}
+		recount := !over && configured && c.bound[addr] > limit
 		c.mu.Unlock()
 		if err != nil {
 			s.log.Warn("could not count a peer's prefixes for its limit; counting again at its next update", "peer", addr, "err", err)
 		}
+		if recount {
+			c.again(addr)
+		}
 		if over {
 			s.shutDownOverLimit(ctx, addr, n, limit)
 		}
+	}
+}
+
+// again asks for another exact count of addr; when the checker is behind,
+// the peer's next UPDATE asks again.
+func (c *counter) again(addr netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case c.due <- addr:
+		c.checking[addr] = true
+	default:
+		c.checking[addr] = false
 	}
 }
 
