@@ -12,6 +12,7 @@ package runner
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,7 @@ type Runner struct {
 	// FastInterval spaces runs of the fast function: a poke within it of
 	// the last run's start waits for its end. Set it before Run.
 	FastInterval time.Duration
+	fastPending  atomic.Bool // a fast run is asked for and has not started
 	resync       time.Duration
 	maxBackoff   time.Duration
 }
@@ -42,8 +44,12 @@ func (r *Runner) Poke() {
 }
 
 // PokeFast asks for the fast function at once. It never blocks: pokes that
-// arrive while one is pending merge into it.
+// arrive while a run is pending merge into it without waking the loop (a
+// flood of best-path events would otherwise wake it for each one).
 func (r *Runner) PokeFast() {
+	if r.fastPending.Swap(true) {
+		return
+	}
 	select {
 	case r.fast <- struct{}{}:
 	default:
@@ -79,8 +85,8 @@ func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(ctx contex
 	fastTimer := time.NewTimer(time.Hour)
 	fastTimer.Stop()
 	defer fastTimer.Stop()
-	fastPending := false
 	runFast := func() {
+		r.fastPending.Store(false) // pokes from now on ask for the next run
 		lastFast = time.Now()
 		if err := fast(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("fast sync failed; a full sync follows", "err", err)
@@ -100,16 +106,14 @@ func (r *Runner) Run(ctx context.Context, log *slog.Logger, sync func(ctx contex
 			continue
 		case <-r.fast:
 			switch wait := time.Until(lastFast.Add(r.FastInterval)); {
-			case fast == nil || fastPending:
+			case fast == nil:
 			case wait > 0:
-				fastPending = true
 				fastTimer.Reset(wait)
 			default:
 				runFast()
 			}
 			continue
 		case <-fastTimer.C:
-			fastPending = false
 			runFast()
 			continue
 		case <-timer.C:
