@@ -57,6 +57,8 @@ func KernelDataplane(cfg *config.Config, log *slog.Logger) (Dataplane, error) {
 				fw.Invalidate()
 				drift(object)
 				poke()
+			}, func() {
+				log.Warn("the nftables change monitor lost events (a transaction larger than its buffer); watching again, and the next resync repairs what others changed meanwhile")
 			})
 			if err != nil {
 				stopRoutes()
