@@ -34,7 +34,11 @@ func nfSet(t *nftables.Table, s *Set) *nftables.Set {
 // top). Concatenated sets take inclusive ranges as key and key-end, every
 // field padded to 4 bytes.
 func elements(s *Set) []nftables.SetElement {
-	var out []nftables.SetElement
+	n := len(s.Elems)
+	if s.Kind != DstSet {
+		n *= 2 // a start and an end per range
+	}
+	out := make([]nftables.SetElement, 0, n)
 	for _, e := range s.Elems {
 		if s.Kind == DstSet {
 			out = append(out, nftables.SetElement{Key: dstKey(e.AddrLo, e.ProtoLo, e.PortLo), KeyEnd: dstKey(e.AddrHi, e.ProtoHi, e.PortHi)})

@@ -95,3 +95,38 @@ func TestSyntheticYAMLReadsBack(t *testing.T) {
 		t.Fatalf("read back (-written +read):\n%s", d)
 	}
 }
+
+// The kind is read from an unindented "kind:" line when it can be, and by
+// the YAML parser otherwise; either way the same objects come out.
+func TestTopLevelKind(t *testing.T) {
+	for _, c := range []struct {
+		doc, kind string
+		ok        bool
+	}{
+		{"apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n", "Pod", true},
+		{"kind: Namespace  \nmetadata: {name: x}\n", "Namespace", true},
+		{"metadata:\n  kind: Pod\n", "", false},
+		{"kind: \"Pod\"\n", "", false},
+		{"kind: Pod # a comment\n", "", false},
+		{"{\"kind\": \"Pod\"}\n", "", false},
+	} {
+		kind, ok := topLevelKind([]byte(c.doc))
+		if kind != c.kind || ok != c.ok {
+			t.Errorf("%q: %q %v, want %q %v", c.doc, kind, ok, c.kind, c.ok)
+		}
+	}
+	dir := t.TempDir()
+	docs := "kind: \"Namespace\"\napiVersion: v1\nmetadata: {name: x, labels: {tier: \"1\"}}\n---\n" +
+		"{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"a\", \"namespace\": \"x\"}, \"status\": {\"podIPs\": [{\"ip\": \"10.244.1.5\"}]}}\n---\n" +
+		"apiVersion: v1\nkind: Pod\nmetadata:\n  name: b\n  namespace: x\n  labels: {app: \"yes\"}\nstatus:\n  podIPs: [{ip: 10.244.1.6}]\n"
+	if err := os.WriteFile(filepath.Join(dir, "all.yaml"), []byte(docs), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := parseFile(filepath.Join(dir, "all.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.namespaces) != 1 || len(f.pods) != 2 || f.pods[1].Labels["app"] != "yes" {
+		t.Fatalf("parsed %+v", f)
+	}
+}
