@@ -278,22 +278,30 @@ func TestMasquerade(t *testing.T) {
 	}
 }
 
+// watch starts policy.Watch on the node until the test ends, and returns
+// what it reports.
+func (n *policyNode) watch() (drifts chan string, lost chan struct{}) {
+	n.t.Helper()
+	h, err := netns.GetFromName(n.ns.Name)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(func() { h.Close() })
+	drifts, lost = make(chan string, 64), make(chan struct{}, 64)
+	stop, err := policy.Watch(h, func(obj string) { drifts <- obj }, func() { lost <- struct{}{} })
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(stop)
+	return drifts, lost
+}
+
 // TestWatchSeesOnlyOthersChanges: changes Petrel's own syncs make are not
 // drift; a rule or the table deleted by hand is, at once.
 func TestWatchSeesOnlyOthersChanges(t *testing.T) {
 	netnstest.RequireTool(t, "nft")
 	n := newPolicyNode(t)
-	h, err := netns.GetFromName(n.ns.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	drifts := make(chan string, 64)
-	stop, err := policy.Watch(h, func(obj string) { drifts <- obj }, func() {})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	drifts, _ := n.watch()
 	n.addPod("x", "a", map[string]string{"pod": "a"})
 	n.sync(n.input(), true)
 	n.sync(n.input(policy.Policy{Namespace: "x", Name: "deny", Ingress: true}), false) // rules added and removed by Petrel
@@ -336,17 +344,7 @@ func TestWatchSeesOnlyOthersChanges(t *testing.T) {
 func TestWatchSurvivesALargeOwnTransaction(t *testing.T) {
 	netnstest.RequireTool(t, "nft")
 	n := newPolicyNode(t)
-	h, err := netns.GetFromName(n.ns.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	drifts, lost := make(chan string, 64), make(chan struct{}, 64)
-	stop, err := policy.Watch(h, func(obj string) { drifts <- obj }, func() { lost <- struct{}{} })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	drifts, lost := n.watch()
 	d := n.sync(policycases.Synthetic(5000, 500, netip.MustParseAddr("10.244.0.2")), true)
 	elems := 0
 	for _, s := range d.Sets {

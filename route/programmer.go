@@ -152,6 +152,19 @@ func (p *Programmer) Sync(ctx context.Context, want []Route) (Result, error) {
 	for _, rs := range [][]Route{add, change, remove} {
 		slices.SortFunc(rs, byPrefix)
 	}
+	res, held, _, errs := p.apply(add, change, remove)
+	p.reportHeld(held, wanted)
+	res.Held = len(p.held)
+	if res.Replaced+res.Removed > 0 {
+		p.log.Debug("routes synced", "replaced", res.Replaced, "removed", res.Removed)
+	}
+	return res, errors.Join(errs...)
+}
+
+// apply makes the changes and remembers them. It returns what they did,
+// the adds a foreign route held off, the routes added or replaced, and the
+// failures.
+func (p *Programmer) apply(add, change, remove []Route) (Result, map[netip.Prefix]Route, []Route, []error) {
 	var res Result
 	var errs []error
 	held := map[netip.Prefix]Route{}
@@ -172,12 +185,7 @@ func (p *Programmer) Sync(ctx context.Context, want []Route) (Result, error) {
 		}
 	}
 	res.Installed = p.remember(done, gone, len(errs) > 0)
-	p.reportHeld(held, wanted)
-	res.Held = len(p.held)
-	if res.Replaced+res.Removed > 0 {
-		p.log.Debug("routes synced", "replaced", res.Replaced, "removed", res.Removed)
-	}
-	return res, errors.Join(errs...)
+	return res, held, done, errs
 }
 
 // applied is the i-th route of an Apply, and what was done with it.

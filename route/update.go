@@ -51,26 +51,7 @@ func (p *Programmer) Update(ctx context.Context, changed []Route, gone []netip.P
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
-	var res Result
-	var errs []error
-	held := map[netip.Prefix]Route{}
-	var done, removed []Route
-	for i, err := range p.table.Apply(add, change, remove) {
-		r, verb := applied(i, add, change, remove)
-		switch {
-		case errors.Is(err, ErrHeld):
-			held[r.Prefix] = r
-		case err != nil:
-			errs = append(errs, fmt.Errorf("%s %s: %w", verb, r, err))
-		case verb == "delete":
-			res.Removed++
-			removed = append(removed, r)
-		default:
-			res.Replaced++
-			done = append(done, r)
-		}
-	}
-	res.Installed = p.remember(done, removed, len(errs) > 0)
+	res, held, done, errs := p.apply(add, change, remove)
 	p.mu.Lock()
 	for prefix, r := range held {
 		if _, known := p.held[prefix]; !known {
