@@ -58,6 +58,7 @@ type agent struct {
 	ready     bool          // the datapath was complete once: the pod CIDRs may be announced
 	lastConf  *cni.ConfList // the CNI config last written
 	nodeGone  bool
+	keep      startKeep // learned routes of the previous agent, kept at start (restart.go)
 	drainAt   time.Time // when the node began to drain; zero: not draining
 	drainDone bool      // the drain delay is over: Service addresses withdrawn
 }
@@ -75,6 +76,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, src Source, 
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	a.stop = stop
+	a.keep.until = time.Now().Add(startKeepMax)
 	loop := runner.New(minSyncInterval, time.Duration(cfg.ResyncInterval))
 	loop.FastInterval = fastSyncInterval
 	a.poke, a.pokeRoutes = loop.Poke, loop.PokeFast
@@ -145,7 +147,7 @@ func (a *agent) sync(ctx context.Context, resync bool) error {
 	// routes and policy are synced all the same.
 	bgpErr := a.reconfigure(ctx, snap.BGP)
 	pods := a.bgpCfg.PodCIDRs
-	routeErr := a.syncRoutes(ctx, pods)
+	routeErr := a.syncRoutes(ctx, pods, a.keeping(time.Now(), snap.Peers, a.speaker.PeerStates()))
 	confErr := a.writeConf(pods)
 	polErr := a.syncPolicy(snap, pods)
 	if routeErr == nil && confErr == nil && polErr == nil && !a.ready {
@@ -193,8 +195,9 @@ func (a *agent) releaseOrphans() {
 }
 
 // syncRoutes installs the learned routes whose next hops are safe, and the
-// blackholes of the node's own pod CIDRs.
-func (a *agent) syncRoutes(ctx context.Context, pods []netip.Prefix) error {
+// blackholes of the node's own pod CIDRs; with keep, it removes nothing
+// (restart.go).
+func (a *agent) syncRoutes(ctx context.Context, pods []netip.Prefix, keep bool) error {
 	learned, err := a.speaker.Routes()
 	if err != nil {
 		return err
@@ -210,7 +213,11 @@ func (a *agent) syncRoutes(ctx context.Context, pods []netip.Prefix) error {
 	a.metrics.nextHopsRejected.Set(float64(len(rejected)))
 	routes := append(blackholes(pods), safe...)
 	start := time.Now()
-	res, err := a.dp.Routes.Sync(ctx, routes)
+	sync := a.dp.Routes.Sync
+	if keep {
+		sync = a.dp.Routes.SyncKeeping
+	}
+	res, err := sync(ctx, routes)
 	a.metrics.fibSync.Observe(time.Since(start).Seconds())
 	if err == nil {
 		a.metrics.routesInstalled.Set(float64(res.Installed))

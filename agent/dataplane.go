@@ -47,6 +47,8 @@ type NewSpeaker func(ctx context.Context, cfg bgp.Config, notify bgp.Notify) (Sp
 type RouteTable interface {
 	// Sync makes the table hold exactly want; idempotent.
 	Sync(ctx context.Context, want []route.Route) (route.Result, error)
+	// SyncKeeping is Sync that removes nothing.
+	SyncKeeping(ctx context.Context, want []route.Route) (route.Result, error)
 	// Update installs changed and removes the routes of gone, touching
 	// nothing else: Sync for a change set.
 	Update(ctx context.Context, changed []route.Route, gone []netip.Prefix) (route.Result, error)

@@ -154,6 +154,15 @@ func (r *fakeRoutes) Sync(_ context.Context, want []route.Route) (route.Result, 
 	return route.Result{Replaced: len(replace), Removed: len(remove), Installed: len(r.table)}, nil
 }
 
+func (r *fakeRoutes) SyncKeeping(_ context.Context, want []route.Route) (route.Result, error) {
+	replace, _ := route.Diff(r.list(), want)
+	for _, x := range replace {
+		r.table[x.Prefix] = x
+		r.j.add("route replace %s", x)
+	}
+	return route.Result{Replaced: len(replace), Installed: len(r.table)}, nil
+}
+
 func (r *fakeRoutes) Update(_ context.Context, changed []route.Route, gone []netip.Prefix) (route.Result, error) {
 	var res route.Result
 	for _, x := range changed {

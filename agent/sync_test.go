@@ -398,3 +398,32 @@ func TestLearnedRoutesAloneBetweenSyncs(t *testing.T) {
 		t.Fatalf("the full sync after the fast ones changed: %v", got)
 	}
 }
+
+// A restarted agent keeps the learned routes of the one before it while
+// its own sessions come up, and removes those no peer brought back once
+// every peer has been Established for startSettle.
+func TestRestartKeepsLearnedRoutesUntilPeersSettle(t *testing.T) {
+	r := newRig(t)
+	r.a.keep.until = time.Now().Add(startKeepMax)
+	old := route.Route{Prefix: netip.MustParsePrefix("10.244.9.0/24"), NextHops: []netip.Addr{netip.MustParseAddr("10.0.0.9")}}
+	r.rt.table[old.Prefix] = old
+	if _, err := r.sync(true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(r.rt.String(), old.String()) {
+		t.Fatalf("the previous agent's route was removed before any session was up:\n%s", r.rt)
+	}
+	// The fake's peers are Established once Set configured them: the
+	// settle time starts now, and the route stays during it.
+	if got, _ := r.sync(false); slices.ContainsFunc(got, func(l string) bool { return strings.HasPrefix(l, "route delete") }) {
+		t.Fatalf("removed during the settle time: %v", got)
+	}
+	r.a.keep.allUp = time.Now().Add(-startSettle)
+	got, _ := r.sync(false)
+	if d := cmp.Diff([]string{"route delete " + old.String()}, got); d != "" {
+		t.Fatalf("after the settle time (-want +got):\n%s", d)
+	}
+	if !r.a.keep.until.IsZero() {
+		t.Fatal("still keeping")
+	}
+}

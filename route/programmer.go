@@ -116,6 +116,17 @@ type Result struct {
 // attempted and joined; a duplicate or malformed desired route is an error
 // before anything is touched.
 func (p *Programmer) Sync(ctx context.Context, want []Route) (Result, error) {
+	return p.sync(ctx, want, true)
+}
+
+// SyncKeeping is Sync that removes nothing: Petrel's routes that want does
+// not name stay as they are. For a starting agent, whose sessions have not
+// yet brought back what the previous one installed.
+func (p *Programmer) SyncKeeping(ctx context.Context, want []Route) (Result, error) {
+	return p.sync(ctx, want, false)
+}
+
+func (p *Programmer) sync(ctx context.Context, want []Route, removeOthers bool) (Result, error) {
 	// One pass over want against the installed routes, one set of the
 	// wanted prefixes: during a flood of updates Sync runs every few
 	// milliseconds over the whole table, so it must not rebuild it.
@@ -141,7 +152,7 @@ func (p *Programmer) Sync(ctx context.Context, want []Route) (Result, error) {
 		}
 	}
 	for prefix := range have {
-		if _, ok := wanted[prefix]; !ok {
+		if _, ok := wanted[prefix]; !ok && removeOthers {
 			r, _ := have.get(prefix)
 			remove = append(remove, r)
 		}
