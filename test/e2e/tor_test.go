@@ -113,12 +113,38 @@ func TestTorLab(t *testing.T) {
 	if got := petrelRoutes(t, n1); got != before {
 		t.Fatalf("routes changed while the agent was down:\n%s\nwas\n%s", got, before)
 	}
+	// The new agent keeps the routes it finds until its session has been
+	// up a while: node2's pod CIDR never leaves node1's kernel (the first
+	// sync used to remove it until the session brought it back).
+	stopWatch := make(chan struct{})
+	missing := make(chan string, 1)
+	go func() {
+		for {
+			select {
+			case <-stopWatch:
+				close(missing)
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if out, err := n1.NS.Run("ip", "route", "show", n2.PodNet, "proto", "61"); err == nil && strings.TrimSpace(out) == "" {
+				select {
+				case missing <- time.Now().Format("15:04:05.000"):
+				default:
+				}
+			}
+		}
+	}()
 	if err := n1.Agent.Start(); err != nil {
 		t.Fatal(err)
 	}
 	d = wait.Until(t, 20*time.Second, "session back after agent restart", func() bool { ok, _ := l.Established(); return ok })
 	t.Logf("agent restart -> Established: %s", d)
 	wantRoutes(t, l, 10*time.Second)
+	time.Sleep(5 * time.Second) // past the new agent's settle time: a window, not a wait
+	close(stopWatch)
+	if at, ok := <-missing; ok {
+		t.Fatalf("%s left node1's kernel across the agent's restart (at %s)", n2.PodNet, at)
+	}
 	ping(t, p1.NS, p2.IP)
 
 	// The ToR restarts: every node loses and regains its session.
