@@ -3,6 +3,7 @@ package route
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -34,6 +35,9 @@ func (k *Kernel) Apply(add, change, remove []Route) []error {
 	for start := 0; start < n; start += batchSize {
 		end := min(start+batchSize, n)
 		buf := k.buf[:0]
+		if k.seq > math.MaxUint32-batchSize-1 {
+			k.seq = 1 // a batch's numbers must not wrap: exchange compares them
+		}
 		base := k.seq
 		for i := start; i < end; i++ {
 			seq := base + uint32(i-start)
