@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/petrelnet/petrel/internal/testkit/kubetest"
 	"github.com/petrelnet/petrel/internal/testkit/labtest"
@@ -134,9 +135,17 @@ func (c *Cluster) RegisterNode(ctx context.Context, n *labtest.Node) error {
 	if err != nil {
 		return err
 	}
-	created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.Addr()}, {Type: corev1.NodeHostName, Address: n.Name}}
-	_, err = c.CS.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
-	return err
+	nodes := c.CS.CoreV1().Nodes()
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.Addr()}, {Type: corev1.NodeHostName, Address: n.Name}}
+		_, err := nodes.UpdateStatus(ctx, created, metav1.UpdateOptions{})
+		if err != nil {
+			if cur, gerr := nodes.Get(ctx, n.Name, metav1.GetOptions{}); gerr == nil {
+				created = cur
+			}
+		}
+		return err
+	})
 }
 
 // Apply creates or replaces a cluster-scoped Petrel object.
@@ -167,11 +176,22 @@ func (c *Cluster) AddPod(ctx context.Context, l *labtest.TorLab, n *labtest.Node
 	if err != nil {
 		return p, err
 	}
-	created.Status.PodIP = p.IP
-	created.Status.PodIPs = []corev1.PodIP{{IP: p.IP}}
-	if p.IP6 != "" {
-		created.Status.PodIPs = append(created.Status.PodIPs, corev1.PodIP{IP: p.IP6})
-	}
-	_, err = c.CS.CoreV1().Pods("default").UpdateStatus(ctx, created, metav1.UpdateOptions{})
+	// Controllers (a real kube-controller-manager in some labs) may write
+	// the Pod between its creation and this status: read it again then.
+	pods := c.CS.CoreV1().Pods("default")
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		created.Status.PodIP = p.IP
+		created.Status.PodIPs = []corev1.PodIP{{IP: p.IP}}
+		if p.IP6 != "" {
+			created.Status.PodIPs = append(created.Status.PodIPs, corev1.PodIP{IP: p.IP6})
+		}
+		_, err := pods.UpdateStatus(ctx, created, metav1.UpdateOptions{})
+		if err != nil {
+			if cur, gerr := pods.Get(ctx, name, metav1.GetOptions{}); gerr == nil {
+				created = cur
+			}
+		}
+		return err
+	})
 	return p, err
 }

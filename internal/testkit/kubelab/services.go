@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/petrelnet/petrel/internal/testkit/kubetest"
 	"github.com/petrelnet/petrel/internal/testkit/labtest"
@@ -60,20 +61,22 @@ func (c *Cluster) StartProxies(l *labtest.TorLab) ([]*labtest.Proc, error) {
 // Running, with Ready and ContainersReady true or false.
 func (c *Cluster) SetPodReady(ctx context.Context, name string, ready bool) error {
 	pods := c.CS.CoreV1().Pods("default")
-	p, err := pods.Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
 	st := corev1.ConditionFalse
 	if ready {
 		st = corev1.ConditionTrue
 	}
-	now := metav1.NewTime(time.Now())
-	p.Status.Phase = corev1.PodRunning
-	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now}}
-	for _, t := range []corev1.PodConditionType{corev1.ContainersReady, corev1.PodReady} {
-		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: t, Status: st, LastTransitionTime: now})
-	}
-	_, err = pods.UpdateStatus(ctx, p, metav1.UpdateOptions{})
-	return err
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p, err := pods.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		now := metav1.NewTime(time.Now())
+		p.Status.Phase = corev1.PodRunning
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now}}
+		for _, t := range []corev1.PodConditionType{corev1.ContainersReady, corev1.PodReady} {
+			p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: t, Status: st, LastTransitionTime: now})
+		}
+		_, err = pods.UpdateStatus(ctx, p, metav1.UpdateOptions{})
+		return err
+	})
 }
