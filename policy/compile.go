@@ -287,14 +287,7 @@ func (c *compiler) policy(p Policy) *Desired {
 	}
 	for _, pod := range targets {
 		for _, a := range pod.IPs {
-			e := Elem{AddrLo: a, AddrHi: a}
-			tgt[familyOf(a)].Elems = append(tgt[familyOf(a)].Elems, e)
-			if p.Ingress {
-				c.out.Sets["in-iso-"+familyOf(a).String()].Elems = append(c.out.Sets["in-iso-"+familyOf(a).String()].Elems, e)
-			}
-			if p.Egress {
-				c.out.Sets["eg-iso-"+familyOf(a).String()].Elems = append(c.out.Sets["eg-iso-"+familyOf(a).String()].Elems, e)
-			}
+			tgt[familyOf(a)].Elems = append(tgt[familyOf(a)].Elems, Elem{AddrLo: a, AddrHi: a})
 		}
 	}
 	if p.Ingress {
@@ -309,6 +302,19 @@ func (c *compiler) policy(p Policy) *Desired {
 	}
 	out := c.out
 	out.normalize()
+	// The isolated pods are the targets: the sets share their elements
+	// (no one writes into a compiled set's elements). The target set
+	// itself is only looked up by egress rules.
+	for _, f := range []Family{V4, V6} {
+		if p.Ingress {
+			out.Sets["in-iso-"+f.String()].Elems = tgt[f].Elems
+		}
+		if p.Egress {
+			out.Sets["eg-iso-"+f.String()].Elems = tgt[f].Elems
+		} else {
+			delete(out.Sets, tgt[f].Name)
+		}
+	}
 	return out
 }
 

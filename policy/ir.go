@@ -140,15 +140,28 @@ func (d *Desired) normalize() {
 }
 
 func (s *Set) normalize() {
-	{
-		slices.SortFunc(s.Elems, compareElem)
-		s.Elems = slices.Compact(s.Elems)
-		if s.Kind == DstSet {
-			s.Elems = disjoint(s.Elems)
-			return
-		}
-		s.Elems = mergeAddrs(s.Elems, nil)
+	slices.SortFunc(s.Elems, compareElem)
+	s.Elems = slices.Compact(s.Elems)
+	if s.Kind == DstSet {
+		s.Elems = disjoint(s.Elems)
+	} else {
+		s.Elems = mergeSorted(s.Elems)
 	}
+	s.Elems = exact(s.Elems)
+}
+
+// exact returns es in an array of its own length: sets are built by
+// appending, and a compiled cluster keeps hundreds of thousands of
+// elements for as long as nothing changes (half again as many in the
+// spare capacity of the appends).
+func exact(es []Elem) []Elem {
+	if len(es) == cap(es) {
+		return es
+	}
+	if len(es) == 0 {
+		return nil
+	}
+	return append(make([]Elem, 0, len(es)), es...)
 }
 
 func compareElem(a, b Elem) int {

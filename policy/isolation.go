@@ -106,7 +106,7 @@ func (st *isoState) patch(name string) {
 // mergeAddrs is the normalised union of two sorted address-interval
 // lists: one pass, overlapping and adjacent intervals joined.
 func mergeAddrs(a, b []Elem) []Elem {
-	var out []Elem
+	out := make([]Elem, 0, len(a)+len(b))
 	push := func(e Elem) {
 		if n := len(out); n > 0 {
 			last := &out[n-1]
@@ -127,6 +127,25 @@ func mergeAddrs(a, b []Elem) []Elem {
 			push(b[0])
 			b = b[1:]
 		}
+	}
+	return out
+}
+
+// mergeSorted is mergeAddrs of one sorted list, in place: each element
+// is written at or before the place it was read from.
+func mergeSorted(es []Elem) []Elem {
+	out := es[:0]
+	for _, e := range es {
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if next := last.AddrHi.Next(); !next.IsValid() || e.AddrLo.Compare(next) <= 0 {
+				if e.AddrHi.Compare(last.AddrHi) > 0 {
+					last.AddrHi = e.AddrHi
+				}
+				continue
+			}
+		}
+		out = append(out, e)
 	}
 	return out
 }

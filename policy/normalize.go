@@ -18,7 +18,8 @@ import (
 // of elements whose address ranges chain together are decomposed, by a
 // sweep over their address boundaries.
 func disjoint(es []Elem) []Elem {
-	// es is sorted by compareElem (Set.normalize).
+	// es is sorted by compareElem (Set.normalize). Most sets have no
+	// overlap at all: they are returned as they are.
 	var out []Elem
 	changed := false
 	for start := 0; start < len(es); {
@@ -29,17 +30,23 @@ func disjoint(es []Elem) []Elem {
 			}
 			end++
 		}
-		if run := es[start:end]; len(run) <= 16 && !overlapping(run) {
-			out = append(out, run...)
-		} else {
+		run := es[start:end]
+		swept := len(run) > 16 || overlapping(run)
+		if swept && !changed {
+			out, changed = append(make([]Elem, 0, len(es)), es[:start]...), true
+		}
+		switch {
+		case swept:
 			out = append(out, sweepAddrs(run)...)
-			changed = true
+		case changed:
+			out = append(out, run...)
 		}
 		start = end
 	}
-	if changed {
-		slices.SortFunc(out, compareElem)
+	if !changed {
+		return es
 	}
+	slices.SortFunc(out, compareElem)
 	return out
 }
 
