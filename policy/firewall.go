@@ -153,7 +153,7 @@ func (s *Syncer) probe(sets []*Set) error {
 	s.conn.AddTable(t)
 	var errs []error
 	for _, set := range sets {
-		errs = append(errs, s.conn.AddSet(nfSet(t, set), elements(set)))
+		errs = append(errs, s.addSet(nfSet(t, set), set))
 	}
 	s.conn.DelTable(t)
 	if err := errors.Join(errs...); err != nil {

@@ -120,7 +120,7 @@ func (s *Syncer) replace(d *Desired) error {
 	sets := map[string]*nftables.Set{}
 	for _, name := range sortedNames(d.Sets) {
 		ns := nfSet(t, d.Sets[name])
-		if err := s.conn.AddSet(ns, elements(d.Sets[name])); err != nil {
+		if err := s.addSet(ns, d.Sets[name]); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
 		}
 		sets[name] = ns
@@ -146,6 +146,32 @@ func (s *Syncer) replace(d *Desired) error {
 	}
 	s.log.Debug("nftables table replaced", "sets", len(d.Sets), "egress", len(d.Egress), "ingress", len(d.Ingress))
 	return nil
+}
+
+// elemsPerMessage keeps each set-element message's list under the 64 KiB
+// a netlink attribute can measure (at most 68 bytes an element here, two
+// for an address range): a longer list's length wrapped around, and the
+// kernel refused the whole transaction (a set of 1,400 scattered IPv4
+// pods was enough).
+const elemsPerMessage = 512
+
+// addSet creates a set with its elements.
+func (s *Syncer) addSet(ns *nftables.Set, set *Set) error {
+	if err := s.conn.AddSet(ns, nil); err != nil {
+		return err
+	}
+	return inMessages(set.Kind, set.Elems, ns, s.conn.SetAddElements)
+}
+
+// inMessages adds or deletes elements of a set, elemsPerMessage at a time.
+func inMessages(kind SetKind, elems []Elem, ns *nftables.Set, op func(*nftables.Set, []nftables.SetElement) error) error {
+	var errs []error
+	for len(elems) > 0 {
+		n := min(len(elems), elemsPerMessage)
+		errs = append(errs, op(ns, elements(&Set{Kind: kind, Elems: elems[:n]})))
+		elems = elems[n:]
+	}
+	return errors.Join(errs...)
 }
 
 func stmtTag(st Stmt) string {
@@ -183,15 +209,15 @@ func (s *Syncer) incremental(d *Desired) error {
 			continue // the compiler reused it: unchanged
 		}
 		if !ok {
-			errs = append(errs, s.conn.AddSet(ns, elements(want)))
+			errs = append(errs, s.addSet(ns, want))
 			continue
 		}
 		add, del := diffElems(old, want)
 		if len(del) > 0 {
-			errs = append(errs, s.conn.SetDeleteElements(ns, elements(&Set{Kind: want.Kind, Elems: del})))
+			errs = append(errs, inMessages(want.Kind, del, ns, s.conn.SetDeleteElements))
 		}
 		if len(add) > 0 {
-			errs = append(errs, s.conn.SetAddElements(ns, elements(&Set{Kind: want.Kind, Elems: add})))
+			errs = append(errs, inMessages(want.Kind, add, ns, s.conn.SetAddElements))
 		}
 	}
 	for _, chain := range []struct {
