@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -24,6 +25,8 @@ import (
 // applies the difference from the last sync.
 type Syncer struct {
 	conn  *nftables.Conn
+	ns    netns.NsHandle // where the table is; netns.None() is our own
+	seq   uint32         // of the next transaction sent by exchange
 	log   *slog.Logger
 	last  *Desired // what the kernel holds, nil when unknown
 	stale atomic.Bool
@@ -40,7 +43,7 @@ func NewSyncer(ns netns.NsHandle, log *slog.Logger) (*Syncer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	return &Syncer{conn: c, log: log}, nil
+	return &Syncer{conn: c, ns: ns, log: log, seq: uint32(time.Now().UnixNano())}, nil
 }
 
 // bigBuffers lets one transaction carry a whole large ruleset: the kernel
@@ -104,48 +107,70 @@ func (s *Syncer) Sync(d *Desired) error {
 
 // replace swaps Petrel's table for a new one in one transaction. Nothing
 // outside the table is touched, and at start-up nothing is flushed first.
+// The transaction is encoded by txn straight into the buffer sent (the
+// whole table can be hundreds of thousands of set elements).
 func (s *Syncer) replace(d *Desired) error {
-	t := s.table()
+	exists := false
 	switch _, err := s.conn.ListTableOfFamily(TableName, nftables.TableFamilyINet); {
 	case err == nil:
-		s.conn.DelTable(t) // replaced in the same transaction: no gap
+		exists = true // replaced in the same transaction: no gap
 	case !errors.Is(err, syscall.ENOENT):
 		return fmt.Errorf("look up table %s: %w", TableName, err)
 	}
-	s.conn.AddTable(t)
+	w, err := s.encodeReplace(d, exists, s.seq)
+	if err != nil {
+		return err
+	}
+	if err := s.exchange(w); err != nil {
+		return fmt.Errorf("replace table %s: %w", TableName, err)
+	}
+	s.log.Debug("nftables table replaced", "sets", len(d.Sets), "egress", len(d.Egress), "ingress", len(d.Ingress), "bytes", len(w.buf))
+	return nil
+}
+
+// encodeReplace is the replace transaction: the table deleted (when it
+// exists) and created again with its chains, sets and rules.
+func (s *Syncer) encodeReplace(d *Desired, exists bool, seq uint32) (*txn, error) {
+	t := s.table()
+	w := newTxn(txnSize(d), seq)
+	if exists {
+		w.table(unix.NFT_MSG_DELTABLE, 0, TableName)
+	}
+	w.table(unix.NFT_MSG_NEWTABLE, unix.NLM_F_CREATE, TableName)
 	c := s.chains(t)
 	for _, ch := range []*nftables.Chain{c.fwd, c.in, c.eg, c.ing, c.post} {
-		s.conn.AddChain(ch)
+		w.chain(ch)
 	}
 	sets := map[string]*nftables.Set{}
-	for _, name := range sortedNames(d.Sets) {
+	for i, name := range sortedNames(d.Sets) {
 		ns := nfSet(t, d.Sets[name])
-		if err := s.addSet(ns, d.Sets[name]); err != nil {
-			return fmt.Errorf("set %s: %w", name, err)
-		}
+		ns.ID = uint32(i + 1) // lookups in this transaction find the set by it
+		w.set(ns, d.Sets[name])
 		sets[name] = ns
 	}
-	for _, r := range baseRules(t, c.fwd, c.in, c.eg, c.ing) {
-		s.conn.AddRule(r)
+	for _, r := range replaceRules(t, c, d, sets) {
+		if err := w.rule(r, "rule in chain "+r.Chain.Name+" "+ruleOwner(r)); err != nil {
+			return nil, fmt.Errorf("rule in chain %s: %w", r.Chain.Name, err)
+		}
 	}
+	return w, nil
+}
+
+// replaceRules are every rule of the table, in order.
+func replaceRules(t *nftables.Table, c chains, d *Desired, sets map[string]*nftables.Set) []*nftables.Rule {
+	rules := baseRules(t, c.fwd, c.in, c.eg, c.ing)
 	for _, chain := range []struct {
 		c  *nftables.Chain
 		st []Stmt
 	}{{c.eg, d.Egress}, {c.ing, d.Ingress}} {
 		for _, st := range chain.st {
-			s.conn.AddRule(&nftables.Rule{Table: t, Chain: chain.c, Exprs: stmtExprs(st, sets), UserData: tag(stmtTag(st))})
+			rules = append(rules, &nftables.Rule{Table: t, Chain: chain.c, Exprs: stmtExprs(st, sets), UserData: tag(stmtTag(st))})
 		}
 	}
 	if d.Masquerade {
-		for _, r := range masqRules(t, c.post, sets) {
-			s.conn.AddRule(r)
-		}
+		rules = append(rules, masqRules(t, c.post, sets)...)
 	}
-	if err := s.conn.Flush(); err != nil {
-		return fmt.Errorf("replace table %s: %w", TableName, err)
-	}
-	s.log.Debug("nftables table replaced", "sets", len(d.Sets), "egress", len(d.Egress), "ingress", len(d.Ingress))
-	return nil
+	return rules
 }
 
 // elemsPerMessage keeps each set-element message's list under the 64 KiB
