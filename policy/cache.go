@@ -21,6 +21,7 @@ type Compiler struct {
 	round   uint64              // of diff, to find the pods gone
 	reused  int                 // policies the last Compile took from the cache
 	iso     isoState            // the global isolation sets, kept up to date
+	shared  interned            // one copy of each distinct set content
 
 	// What changed since the last Compile, for lookup.
 	changed   []podState
@@ -45,7 +46,8 @@ type podState struct {
 
 // NewCompiler returns a Compiler with an empty cache.
 func NewCompiler() *Compiler {
-	return &Compiler{entries: map[string]cacheEntry{}, pods: map[podKey]podState{}, nsFP: map[string]uint64{}, seed: maphash.MakeSeed()}
+	return &Compiler{entries: map[string]cacheEntry{}, pods: map[podKey]podState{}, nsFP: map[string]uint64{}, seed: maphash.MakeSeed(),
+		shared: newInterned()}
 }
 
 // Compile is Compile, with the cache. It keeps references to the
@@ -60,8 +62,9 @@ func (k *Compiler) Compile(in Input) *Desired {
 	for _, p := range in.Policies {
 		live[p.Namespace+"/"+p.Name] = true
 	}
-	for name := range k.entries {
+	for name, e := range k.entries {
 		if !live[name] {
+			k.shared.release(e.out)
 			delete(k.entries, name)
 		}
 	}
@@ -154,8 +157,13 @@ func (k *Compiler) lookup(_ *compiler, p Policy) (*Desired, cacheEntry) {
 }
 
 func (k *Compiler) store(p Policy, e cacheEntry, out *Desired) {
+	k.shared.share(out)
+	key := p.Namespace + "/" + p.Name
+	if old, ok := k.entries[key]; ok {
+		k.shared.release(old.out)
+	}
 	e.out = out
-	k.entries[p.Namespace+"/"+p.Name] = e
+	k.entries[key] = e
 }
 
 // affects reports whether the changes since the last Compile can change
