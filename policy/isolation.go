@@ -107,24 +107,12 @@ func (st *isoState) patch(name string) {
 // lists: one pass, overlapping and adjacent intervals joined.
 func mergeAddrs(a, b []Elem) []Elem {
 	out := make([]Elem, 0, len(a)+len(b))
-	push := func(e Elem) {
-		if n := len(out); n > 0 {
-			last := &out[n-1]
-			if next := last.AddrHi.Next(); !next.IsValid() || e.AddrLo.Compare(next) <= 0 {
-				if e.AddrHi.Compare(last.AddrHi) > 0 {
-					last.AddrHi = e.AddrHi
-				}
-				return
-			}
-		}
-		out = append(out, e)
-	}
 	for len(a) > 0 || len(b) > 0 {
 		if len(b) == 0 || (len(a) > 0 && compareElem(a[0], b[0]) <= 0) {
-			push(a[0])
+			out = appendMerged(out, a[0])
 			a = a[1:]
 		} else {
-			push(b[0])
+			out = appendMerged(out, b[0])
 			b = b[1:]
 		}
 	}
@@ -136,18 +124,24 @@ func mergeAddrs(a, b []Elem) []Elem {
 func mergeSorted(es []Elem) []Elem {
 	out := es[:0]
 	for _, e := range es {
-		if n := len(out); n > 0 {
-			last := &out[n-1]
-			if next := last.AddrHi.Next(); !next.IsValid() || e.AddrLo.Compare(next) <= 0 {
-				if e.AddrHi.Compare(last.AddrHi) > 0 {
-					last.AddrHi = e.AddrHi
-				}
-				continue
-			}
-		}
-		out = append(out, e)
+		out = appendMerged(out, e)
 	}
 	return out
+}
+
+// appendMerged appends e, which sorts after every range of out, joining
+// it to the last range when they touch or overlap.
+func appendMerged(out []Elem, e Elem) []Elem {
+	if n := len(out); n > 0 {
+		last := &out[n-1]
+		if next := last.AddrHi.Next(); !next.IsValid() || e.AddrLo.Compare(next) <= 0 {
+			if e.AddrHi.Compare(last.AddrHi) > 0 {
+				last.AddrHi = e.AddrHi
+			}
+			return out
+		}
+	}
+	return append(out, e)
 }
 
 // add counts d's isolation elements n times (1 or -1), noting the
