@@ -109,6 +109,7 @@ func compile(in Input, cache *Compiler) *Desired {
 		}
 		set.normalize()
 	}
+	c.out.shareEqualSets()
 	c.out.prune()
 	return c.out
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 	"testing"
@@ -17,7 +18,8 @@ func TestCompilerSharesEqualSets(t *testing.T) {
 		t.Fatal("output differs from Compile's")
 	}
 	a, b := setID(in.Policies[3]), setID(in.Policies[103])
-	sa, sb := d.Sets[a+"-in0-src-4"], d.Sets[b+"-in0-src-4"]
+	out := func(p Policy) *Desired { return k.entries[p.Namespace+"/"+p.Name].out }
+	sa, sb := out(in.Policies[3]).Sets[a+"-in0-src-4"], out(in.Policies[103]).Sets[b+"-in0-src-4"]
 	if sa == nil || sb == nil || len(sa.Elems) == 0 {
 		t.Fatalf("sets %v %v", sa, sb)
 	}
@@ -65,4 +67,59 @@ func sameDesired(a, b *Desired) bool {
 		}
 	}
 	return true
+}
+
+// TestEqualSetsProgrammedOnce: of equal sets, the kernel gets one, and
+// every statement that needed any of them looks it up; when a member
+// diverges it gets its own set back.
+func TestEqualSetsProgrammedOnce(t *testing.T) {
+	in := bigCluster(2000, 200) // policy j and j+100 select the same app and peers
+	d := Compile(in)
+	a, b := setID(in.Policies[3]), setID(in.Policies[103])
+	keep, drop := min(a, b)+"-in0-src-4", max(a, b)+"-in0-src-4"
+	if d.Sets[keep] == nil || d.Sets[drop] != nil {
+		t.Fatalf("sets %s %v, %s %v: want the first only", keep, d.Sets[keep] != nil, drop, d.Sets[drop] != nil)
+	}
+	uses := func(d *Desired, p Policy, set string) bool {
+		for _, st := range d.Ingress {
+			if st.Owner == p.Namespace+"/"+p.Name && slices.ContainsFunc(st.Matches, func(m Match) bool { return m.Set == set }) {
+				return true
+			}
+		}
+		return false
+	}
+	if !uses(d, in.Policies[3], keep) || !uses(d, in.Policies[103], keep) {
+		t.Errorf("both policies should look up %s", keep)
+	}
+	sets, distinct := 0, map[string]bool{}
+	for name, s := range d.Sets {
+		if !slices.Contains(globalSets, name) {
+			sets++
+			distinct[fmt.Sprint(s.Kind, s.Family, s.Elems)] = true
+		}
+	}
+	if len(distinct) != sets {
+		t.Errorf("%d policy sets, %d distinct", sets, len(distinct))
+	}
+	for _, st := range append(slices.Clone(d.Egress), d.Ingress...) {
+		for _, m := range st.Matches {
+			if d.Sets[m.Set] == nil {
+				t.Fatalf("statement %s looks up a set that is not there", st)
+			}
+		}
+	}
+
+	// Policy 103 admits another app now: it diverges and gets its own set.
+	changed := slices.Clone(in.Policies)
+	p := changed[103]
+	p.IngressRules = []Rule{{Peers: []Peer{ // a union no other policy admits
+		{PodSelector: &Selector{MatchLabels: map[string]string{"app": "app50"}}, NamespaceSelector: &Selector{}},
+		{PodSelector: &Selector{MatchLabels: map[string]string{"app": "app51"}}, NamespaceSelector: &Selector{}}},
+		Ports: p.IngressRules[0].Ports}}
+	changed[103] = p
+	in.Policies = changed
+	d = Compile(in)
+	if !uses(d, in.Policies[103], b+"-in0-src-4") || d.Sets[b+"-in0-src-4"] == nil || d.Sets[a+"-in0-src-4"] == nil {
+		t.Error("the diverged policy should look up a set of its own")
+	}
 }
