@@ -149,7 +149,11 @@ func (s *Syncer) encodeReplace(d *Desired, exists bool, seq uint32) (*txn, error
 		sets[name] = ns
 	}
 	for _, r := range replaceRules(t, c, d, sets) {
-		if err := w.rule(r, "rule in chain "+r.Chain.Name+" "+ruleOwner(r)); err != nil {
+		what := "rule in chain " + r.Chain.Name
+		if owner := ruleOwner(r); owner != "" {
+			what += " of " + owner
+		}
+		if err := w.rule(r, what); err != nil {
 			return nil, fmt.Errorf("rule in chain %s: %w", r.Chain.Name, err)
 		}
 	}

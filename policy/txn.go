@@ -261,5 +261,5 @@ func txnSize(d *Desired) int {
 		}
 		n += 512 + len(s.Elems)*per + (len(s.Elems)/elemsPerMessage+1)*(64+2*len(s.Name))
 	}
-	return n + (len(d.Egress)+len(d.Ingress))*1024
+	return n + (len(d.Egress)+len(d.Ingress))*2048 // a rule: up to three lookups and its owner's name
 }
