@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,13 +121,24 @@ func (p *testPod) serve(t *testing.T) {
 	}()
 }
 
+// probePort hands every probe a source port of its own. With a random
+// ephemeral port, a probe that must be dropped now could reuse the port of
+// an earlier probe between the same pods that was allowed, whose conntrack
+// entry (30 s for UDP) the established/related rule then accepts.
+var probePort atomic.Uint32
+
 // reach sends a real connection attempt from one pod to another.
 func (n *policyNode) reach(from, to string, proto policy.Protocol) bool {
 	src, dst := n.pods[from], n.pods[to]
 	addr := net.JoinHostPort(dst.pod.IPs[0].String(), map[policy.Protocol]string{policy.TCP: "80", policy.UDP: "81"}[proto])
+	port := 20000 + int(probePort.Add(1)%40000)
+	d := net.Dialer{Timeout: 250 * time.Millisecond, LocalAddr: &net.TCPAddr{Port: port}}
+	if proto == policy.UDP {
+		d.LocalAddr = &net.UDPAddr{Port: port}
+	}
 	var c net.Conn
 	err := src.ns.Do(func() (err error) {
-		c, err = net.DialTimeout(map[policy.Protocol]string{policy.TCP: "tcp", policy.UDP: "udp"}[proto], addr, 250*time.Millisecond)
+		c, err = d.Dial(map[policy.Protocol]string{policy.TCP: "tcp", policy.UDP: "udp"}[proto], addr)
 		return err
 	})
 	if err != nil {
