@@ -64,12 +64,7 @@ func (s *Syncer) exchange(w *txn) error {
 	var errs []error
 	buf := make([]byte, 1<<16)
 	for {
-		var n int
-		var rerr error
-		err := raw.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
-			return rerr != unix.EAGAIN
-		})
+		n, err, rerr := recvRaw(raw, buf)
 		if err = errors.Join(err, rerr); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				err = fmt.Errorf("no answer from the kernel in %s", exchangeTimeout)
@@ -101,6 +96,16 @@ func (s *Syncer) exchange(w *txn) error {
 			}
 		}
 	}
+}
+
+// recvRaw reads one datagram of a netlink socket into buf, waiting for
+// it (or the socket's deadline): err is the wait's error, rerr the read's.
+func recvRaw(raw syscall.RawConn, buf []byte) (n int, err, rerr error) {
+	err = raw.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
+		return rerr != unix.EAGAIN
+	})
+	return n, err, rerr
 }
 
 // extackMessage is the kernel's explanation in an error message: after

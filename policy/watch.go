@@ -82,12 +82,7 @@ type watcher struct {
 func (w *watcher) run(raw syscall.RawConn) {
 	buf := make([]byte, 1<<16)
 	for {
-		var n int
-		var rerr error
-		err := raw.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
-			return rerr != unix.EAGAIN
-		})
+		n, err, rerr := recvRaw(raw, buf)
 		switch {
 		case err != nil:
 			return // closed
