@@ -2,7 +2,6 @@ package policy
 
 import (
 	"encoding/binary"
-	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -41,7 +40,7 @@ func elements(s *Set) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, n)
 	for _, e := range s.Elems {
 		if s.Kind == DstSet {
-			out = append(out, nftables.SetElement{Key: dstKey(e.AddrLo, e.ProtoLo, e.PortLo), KeyEnd: dstKey(e.AddrHi, e.ProtoHi, e.PortHi)})
+			out = append(out, nftables.SetElement{Key: appendDstKey(nil, e.AddrLo, e.ProtoLo, e.PortLo), KeyEnd: appendDstKey(nil, e.AddrHi, e.ProtoHi, e.PortHi)})
 			continue
 		}
 		out = append(out, nftables.SetElement{Key: e.AddrLo.AsSlice()})
@@ -50,13 +49,6 @@ func elements(s *Set) []nftables.SetElement {
 		}
 	}
 	return out
-}
-
-func dstKey(a netip.Addr, proto uint8, port uint16) []byte {
-	k := append([]byte{}, a.AsSlice()...)
-	k = append(k, proto, 0, 0, 0)
-	k = binary.BigEndian.AppendUint16(k, port)
-	return append(k, 0, 0)
 }
 
 // Offsets in the IPv4 and IPv6 headers, and the registers a concatenated
