@@ -50,6 +50,7 @@ lint: $(GOLANGCI)
 	$(GOLANGCI) run ./...
 	@if $(GO) list -deps ./cmd/... | grep -qx testing; then echo "a binary in cmd/ links the testing package"; exit 1; fi
 	@if $(GO) list -deps ./cmd/... | grep -qx golang.org/x/net/trace; then echo "a binary in cmd/ links golang.org/x/net/trace (build with -tags grpcnotrace)"; exit 1; fi
+	@if $(GO) list -deps ./cmd/... | grep -qx k8s.io/client-go/kubernetes/scheme; then echo "a binary in cmd/ links client-go's clientset scheme (every API group; agent/kube/client.go)"; exit 1; fi
 
 $(GOLANGCI):
 	mkdir -p $(TOOLS)

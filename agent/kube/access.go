@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -70,15 +69,14 @@ func Namespace() string {
 
 // markNetworkAvailable sets the Node condition NetworkUnavailable=False:
 // routes and CNI config are in place.
-func markNetworkAvailable(ctx context.Context, cs kubernetes.Interface, node string) error {
+func markNetworkAvailable(ctx context.Context, c *client, node string) error {
 	now := metav1.Now()
 	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{{
 		Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse,
 		Reason: "PetrelIsUp", Message: "Petrel's routes and CNI config are in place",
 		LastTransitionTime: now, LastHeartbeatTime: now,
 	}}}})
-	_, err := cs.CoreV1().Nodes().PatchStatus(ctx, node, patch)
-	if err != nil {
+	if err := c.patchNodeStatus(ctx, node, patch); err != nil {
 		return fmt.Errorf("set NetworkUnavailable=False on node %s: %w", node, err)
 	}
 	return nil

@@ -37,7 +37,7 @@ func startSource(t *testing.T, ctx context.Context, s *kubetest.Server, nodeName
 		}
 		return ""
 	})
-	k := newKubeSource(clientFor(t, s), dyn, nodeName, "petrel-system", func() {})
+	k := newKubeSource(agentClient(t, s.RestConfig()), nodeName, "petrel-system", func() {})
 	if err := k.start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestPetrelObjects(t *testing.T) {
 	}
 	k := startSource(t, ctx, s, "node1")
 	dyn := dynamic.NewForConfigOrDie(s.RestConfig())
-	rep, stop := newReporter(cs, dyn, "node1")
+	rep, stop := newReporter(agentClient(t, s.RestConfig()), "node1")
 	defer stop()
 	peers := func() string {
 		v, _ := k.view(0)

@@ -10,17 +10,21 @@ import (
 	"fmt"
 	"net/netip"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	netv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	netlisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/petrelnet/petrel/agent/translate"
@@ -35,14 +39,12 @@ import (
 const ASNLabel = "petrel.dev/asn"
 
 type kubeSource struct {
-	factory     informers.SharedInformerFactory
-	nsFactory   informers.SharedInformerFactory // the agent's own namespace: Secrets
-	crdFactory  dynamicinformer.DynamicSharedInformerFactory
+	informers   []named // every informer, started together
 	nodes       corelisters.NodeLister
 	pods        corelisters.PodLister
 	namespaces  corelisters.NamespaceLister
 	policies    netlisters.NetworkPolicyLister
-	secrets     corelisters.SecretLister
+	secrets     corelisters.SecretLister // the agent's own namespace only
 	bgpPeerObjs cache.GenericLister
 	bgpConfigs  cache.GenericLister
 	services    corelisters.ServiceLister
@@ -60,6 +62,12 @@ type kubeSource struct {
 	last       clusterView // the last view while this node's Node existed
 }
 
+// named is an informer and what it watches, for errors.
+type named struct {
+	what string
+	inf  cache.SharedIndexInformer
+}
+
 // dropManagedFields keeps the caches small: Petrel never reads them.
 func dropManagedFields(obj any) (any, error) {
 	if m, ok := obj.(metav1.Object); ok {
@@ -68,18 +76,50 @@ func dropManagedFields(obj any) (any, error) {
 	return obj, nil
 }
 
-func newKubeSource(cs kubernetes.Interface, dyn dynamic.Interface, nodeName, namespace string, poke func()) *kubeSource {
-	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(dropManagedFields))
-	nsf := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(dropManagedFields), informers.WithNamespace(namespace))
-	crd := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+// informer watches one built-in resource (cluster-wide when namespace is
+// empty) through its group's REST client, as client-go's informer factory
+// would.
+func informer(rc rest.Interface, resource, namespace string, obj runtime.Object) named {
+	lw := cache.NewFilteredListWatchFromClient(rc, resource, namespace, func(*metav1.ListOptions) {})
+	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, rc), obj,
+		cache.SharedIndexInformerOptions{Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}, ObjectDescription: resource})
+	_ = inf.SetTransform(dropManagedFields)
+	return named{resource, inf}
+}
+
+// crdInformer watches one of Petrel's resources through the dynamic client.
+func crdInformer(dyn dynamic.Interface, gvr schema.GroupVersionResource) named {
+	r := dyn.Resource(gvr)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return r.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return r.Watch(ctx, o)
+		},
+	}
+	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, dyn), &unstructured.Unstructured{},
+		cache.SharedIndexInformerOptions{Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}, ObjectDescription: gvr.String()})
+	_ = inf.SetTransform(dropManagedFields)
+	return named{gvr.GroupResource().String(), inf}
+}
+
+func newKubeSource(c *client, nodeName, namespace string, poke func()) *kubeSource {
+	nodes, pods := informer(c.core, "nodes", "", &corev1.Node{}), informer(c.core, "pods", "", &corev1.Pod{})
+	nss, pols := informer(c.core, "namespaces", "", &corev1.Namespace{}), informer(c.networking, "networkpolicies", "", &netv1.NetworkPolicy{})
+	secrets := informer(c.core, "secrets", namespace, &corev1.Secret{})
+	svcs, eps := informer(c.core, "services", "", &corev1.Service{}), informer(c.discovery, "endpointslices", "", &discoveryv1.EndpointSlice{})
+	peers, configs, pools := crdInformer(c.dyn, bgpPeersGVR), crdInformer(c.dyn, bgpConfigsGVR), crdInformer(c.dyn, lbPoolsGVR)
 	k := &kubeSource{
-		factory: f, nsFactory: nsf, crdFactory: crd, nodeName: nodeName, namespace: namespace,
-		nodes: f.Core().V1().Nodes().Lister(), pods: f.Core().V1().Pods().Lister(),
-		namespaces: f.Core().V1().Namespaces().Lister(), policies: f.Networking().V1().NetworkPolicies().Lister(),
-		secrets:     nsf.Core().V1().Secrets().Lister(),
-		bgpPeerObjs: crd.ForResource(bgpPeersGVR).Lister(), bgpConfigs: crd.ForResource(bgpConfigsGVR).Lister(),
-		services: f.Core().V1().Services().Lister(), slices: f.Discovery().V1().EndpointSlices().Lister(),
-		lbPools: crd.ForResource(lbPoolsGVR).Lister(), lbWake: make(chan struct{}, 1),
+		informers: []named{nodes, pods, nss, pols, secrets, svcs, eps, peers, configs, pools},
+		nodeName:  nodeName, namespace: namespace,
+		nodes: corelisters.NewNodeLister(nodes.inf.GetIndexer()), pods: corelisters.NewPodLister(pods.inf.GetIndexer()),
+		namespaces: corelisters.NewNamespaceLister(nss.inf.GetIndexer()), policies: netlisters.NewNetworkPolicyLister(pols.inf.GetIndexer()),
+		secrets:     corelisters.NewSecretLister(secrets.inf.GetIndexer()),
+		bgpPeerObjs: cache.NewGenericLister(peers.inf.GetIndexer(), bgpPeersGVR.GroupResource()),
+		bgpConfigs:  cache.NewGenericLister(configs.inf.GetIndexer(), bgpConfigsGVR.GroupResource()),
+		services:    corelisters.NewServiceLister(svcs.inf.GetIndexer()), slices: discoverylisters.NewEndpointSliceLister(eps.inf.GetIndexer()),
+		lbPools: cache.NewGenericLister(pools.inf.GetIndexer(), lbPoolsGVR.GroupResource()), lbWake: make(chan struct{}, 1),
 		goodPeers: map[string]goodPeer{}, translated: translate.NewCache(),
 	}
 	h := cache.ResourceEventHandlerFuncs{
@@ -87,19 +127,8 @@ func newKubeSource(cs kubernetes.Interface, dyn dynamic.Interface, nodeName, nam
 		UpdateFunc: func(any, any) { poke() },
 		DeleteFunc: func(any) { poke() },
 	}
-	infs := []cache.SharedIndexInformer{
-		f.Core().V1().Nodes().Informer(), f.Core().V1().Pods().Informer(),
-		f.Core().V1().Namespaces().Informer(), f.Networking().V1().NetworkPolicies().Informer(),
-		nsf.Core().V1().Secrets().Informer(),
-		f.Core().V1().Services().Informer(), f.Discovery().V1().EndpointSlices().Informer(),
-	}
-	for _, gvr := range []schema.GroupVersionResource{bgpPeersGVR, bgpConfigsGVR, lbPoolsGVR} {
-		inf := crd.ForResource(gvr).Informer()
-		_ = inf.SetTransform(dropManagedFields)
-		infs = append(infs, inf)
-	}
-	for _, inf := range infs {
-		inf.AddEventHandler(h)
+	for _, n := range k.informers {
+		_, _ = n.inf.AddEventHandler(h)
 	}
 	// Services and pools also wake the address controller.
 	wake := func() {
@@ -113,29 +142,19 @@ func newKubeSource(cs kubernetes.Interface, dyn dynamic.Interface, nodeName, nam
 		UpdateFunc: func(any, any) { wake() },
 		DeleteFunc: func(any) { wake() },
 	}
-	f.Core().V1().Services().Informer().AddEventHandler(kick)
-	crd.ForResource(lbPoolsGVR).Informer().AddEventHandler(kick)
+	_, _ = svcs.inf.AddEventHandler(kick)
+	_, _ = pools.inf.AddEventHandler(kick)
 	return k
 }
 
 // start runs the informers and waits for their first full list.
 func (k *kubeSource) start(ctx context.Context) error {
-	k.factory.Start(ctx.Done())
-	k.nsFactory.Start(ctx.Done())
-	k.crdFactory.Start(ctx.Done())
-	for typ, ok := range k.factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("cache of %v did not sync", typ)
-		}
+	for _, n := range k.informers {
+		go n.inf.RunWithContext(ctx)
 	}
-	for typ, ok := range k.nsFactory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("cache of %v did not sync", typ)
-		}
-	}
-	for gvr, ok := range k.crdFactory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("cache of %s did not sync", gvr.GroupResource())
+	for _, n := range k.informers {
+		if !cache.WaitForCacheSync(ctx.Done(), n.inf.HasSynced) {
+			return fmt.Errorf("cache of %s did not sync", n.what)
 		}
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/petrelnet/petrel/internal/testkit/kubetest"
 	"github.com/petrelnet/petrel/internal/testkit/wait"
@@ -25,6 +26,16 @@ func clientFor(t *testing.T, s *kubetest.Server) *kubernetes.Clientset {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// agentClient is the agent's own client with cfg's credentials.
+func agentClient(t *testing.T, cfg *rest.Config) *client {
+	t.Helper()
+	c, err := newClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func node(name, ip string, cidrs []string, lbls map[string]string) *corev1.Node {
@@ -111,7 +122,7 @@ func TestKubeSource(t *testing.T) {
 
 	// The kernel refused the policy on this node: a Warning Event on it,
 	// once per change of the error.
-	rep, stopEvents := newReporter(cs, dynamic.NewForConfigOrDie(s.RestConfig()), "node1")
+	rep, stopEvents := newReporter(agentClient(t, s.RestConfig()), "node1")
 	defer stopEvents()
 	refused := []policy.Refusal{{Namespace: "web", Name: "isolate", Err: errors.New("netlink receive: file exists")}}
 	rep.refusedPolicies(refused, k.policyUID)

@@ -15,9 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 )
 
@@ -37,12 +34,12 @@ type reporter struct {
 	refused  map[string]string     // NetworkPolicies last reported refused, with the error
 }
 
-func newReporter(cs kubernetes.Interface, dyn dynamic.Interface, nodeName string) (*reporter, func()) {
+func newReporter(c *client, nodeName string) (*reporter, func()) {
 	b := record.NewBroadcaster()
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
-	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "petrel-agent", Host: nodeName})
+	b.StartRecordingToSink(eventSink{c.core})
+	rec := b.NewRecorder(apiScheme, corev1.EventSource{Component: "petrel-agent", Host: nodeName})
 	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: nodeName, UID: "" /* set once known */}
-	return &reporter{dyn: dyn, events: rec, node: node, sessions: map[netip.Addr]string{}, held: map[netip.Prefix]bool{}, refused: map[string]string{}}, b.Shutdown
+	return &reporter{dyn: c.dyn, events: rec, node: node, sessions: map[netip.Addr]string{}, held: map[netip.Prefix]bool{}, refused: map[string]string{}}, b.Shutdown
 }
 
 type statusDoc struct {

@@ -36,14 +36,14 @@ func asAgent(s *kubetest.Server) *rest.Config {
 func agentLB(t *testing.T, ctx context.Context, s *kubetest.Server, nodeName string) *kubeSource {
 	t.Helper()
 	cfg := asAgent(s)
-	cs, dyn := kubernetes.NewForConfigOrDie(cfg), dynamic.NewForConfigOrDie(cfg)
-	k := newKubeSource(cs, dyn, nodeName, "petrel-system", func() {})
+	c := agentClient(t, cfg)
+	k := newKubeSource(c, nodeName, "petrel-system", func() {})
 	if err := k.start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rep, stop := newReporter(cs, dyn, nodeName)
+	rep, stop := newReporter(c, nodeName)
 	go func() { <-ctx.Done(); stop() }()
-	go runLBElection(ctx, &lbController{cs: cs, dyn: dyn, k: k, events: rep.events, log: testLog(t)}, nodeName, "petrel-system")
+	go runLBElection(ctx, &lbController{c: c, k: k, events: rep.events, log: testLog(t)}, nodeName, "petrel-system")
 	return k
 }
 

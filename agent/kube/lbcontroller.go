@@ -18,11 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 )
 
@@ -32,14 +28,13 @@ const LBLease = "petrel-lb-ipam"
 
 // lbLease are the election's timers: a new agent takes over within 15 s
 // of a crash, at once after a clean exit (the lease is released).
-var lbLease = struct{ duration, renew, retry time.Duration }{15 * time.Second, 10 * time.Second, 2 * time.Second}
+var lbLease = leaseTimes{15 * time.Second, 10 * time.Second, 2 * time.Second}
 
 // lbController assigns LoadBalancer addresses from the pools while this
 // agent holds the lease. Everything it decides is written into the
 // Services' status, so a new leader reads it back and changes nothing.
 type lbController struct {
-	cs     kubernetes.Interface
-	dyn    dynamic.Interface
+	c      *client
 	k      *kubeSource
 	events record.EventRecorder
 	log    *slog.Logger
@@ -84,11 +79,7 @@ func candidates(nodes []*corev1.Node) []string {
 // candidate, until ctx ends; a lost lease stops the controller and the
 // agent stands again.
 func runLBElection(ctx context.Context, c *lbController, identity, namespace string) {
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: LBLease, Namespace: namespace},
-		Client:     c.cs.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
-	}
+	lock := &leaseLock{c: c.c.coordination, namespace: namespace, name: LBLease, id: identity, times: lbLease, log: c.log}
 	for ctx.Err() == nil {
 		if !c.k.candidate() {
 			select {
@@ -107,20 +98,12 @@ func runLBElection(ctx context.Context, c *lbController, identity, namespace str
 				}
 			}
 		}()
-		leaderelection.RunOrDie(ectx, leaderelection.LeaderElectionConfig{
-			Lock: lock, Name: LBLease, ReleaseOnCancel: true,
-			LeaseDuration: lbLease.duration, RenewDeadline: lbLease.renew, RetryPeriod: lbLease.retry,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(ctx context.Context) {
-					c.leading.Store(true)
-					c.log.Info("assigning LoadBalancer addresses (holding the lease)", "lease", namespace+"/"+LBLease)
-					c.run(ctx)
-				},
-				OnStoppedLeading: func() {
-					c.leading.Store(false)
-					c.log.Info("no longer assigning LoadBalancer addresses", "lease", namespace+"/"+LBLease)
-				},
-			},
+		lock.elect(ectx, func(ctx context.Context) {
+			c.leading.Store(true)
+			c.log.Info("assigning LoadBalancer addresses (holding the lease)", "lease", namespace+"/"+LBLease)
+			c.run(ctx)
+			c.leading.Store(false)
+			c.log.Info("no longer assigning LoadBalancer addresses", "lease", namespace+"/"+LBLease)
 		})
 		stop()
 	}
@@ -187,7 +170,7 @@ func (c *lbController) writeService(ctx context.Context, key string, s *corev1.S
 		for _, ip := range want {
 			upd.Status.LoadBalancer.Ingress = append(upd.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip.String()})
 		}
-		_, err := c.cs.CoreV1().Services(s.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+		err := c.c.updateServiceStatus(ctx, upd)
 		switch {
 		case apierrors.IsNotFound(err):
 			return nil
@@ -248,7 +231,7 @@ func (c *lbController) writePool(ctx context.Context, v poolVerdict, used int64)
 	}
 	obj := v.obj.DeepCopy()
 	obj.Object["status"] = m
-	_, err = c.dyn.Resource(lbPoolsGVR).UpdateStatus(ctx, obj, metav1.UpdateOptions{})
+	_, err = c.c.dyn.Resource(lbPoolsGVR).UpdateStatus(ctx, obj, metav1.UpdateOptions{})
 	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 		return nil // the next round sees the new version
 	}

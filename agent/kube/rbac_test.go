@@ -69,7 +69,8 @@ func TestManifestRBAC(t *testing.T) {
 		}
 		return ""
 	})
-	k := newKubeSource(cs, dyn, "node1", "petrel-system", func() {})
+	ac := agentClient(t, cfg)
+	k := newKubeSource(ac, "node1", "petrel-system", func() {})
 	if err := k.start(ctx); err != nil { // list+watch of every informer
 		t.Fatal(err)
 	}
@@ -80,12 +81,12 @@ func TestManifestRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, stop := newReporter(cs, dyn, "node1")
+	rep, stop := newReporter(ac, "node1")
 	defer stop()
 	if err := rep.report(ctx, v.verdicts); err != nil {
 		t.Fatalf("status update as the agent: %v", err)
 	}
-	if err := markNetworkAvailable(ctx, cs, "node1"); err != nil {
+	if err := markNetworkAvailable(ctx, ac, "node1"); err != nil {
 		t.Fatalf("node condition as the agent: %v", err)
 	}
 	if _, err := cs.CoreV1().Events("default").Create(ctx, &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: "petrel-"},

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
@@ -26,8 +24,7 @@ import (
 type Source struct {
 	cfg      config.Config // the file's, with this node's values from the cluster
 	log      *slog.Logger
-	cs       kubernetes.Interface
-	dyn      dynamic.Interface
+	c        *client
 	nodeName string
 
 	k           *kubeSource
@@ -48,26 +45,22 @@ func NewSource(c *config.Config, restCfg *rest.Config, nodeName string, log *slo
 	if nodeName == "" {
 		return nil, fmt.Errorf("NODE_NAME: required in Kubernetes mode (from the downward API)")
 	}
-	cs, err := kubernetes.NewForConfig(restCfg)
+	kc, err := newClient(restCfg)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, err
 	}
-	dyn, err := dynamic.NewForConfig(restCfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	// client-go's own messages (the election, reconnects) in the agent's log.
+	// client-go's own messages (reconnects, watch errors) in the agent's log.
 	klog.SetSlogLogger(log.With("library", "client-go"))
-	return &Source{cfg: *c, log: log, cs: cs, dyn: dyn, nodeName: nodeName, fileASN: c.ASN}, nil
+	return &Source{cfg: *c, log: log, c: kc, nodeName: nodeName, fileASN: c.ASN}, nil
 }
 
 // Start checks access, runs the informers, and waits until this node's
 // Node has spec.podCIDRs and an InternalIP.
 func (s *Source) Start(ctx context.Context, poke func()) error {
-	if err := waitForAccess(ctx, s.dyn, Namespace(), s.log); err != nil {
+	if err := waitForAccess(ctx, s.c.dyn, Namespace(), s.log); err != nil {
 		return err
 	}
-	s.k = newKubeSource(s.cs, s.dyn, s.nodeName, Namespace(), poke)
+	s.k = newKubeSource(s.c, s.nodeName, Namespace(), poke)
 	if err := s.k.start(ctx); err != nil {
 		return err
 	}
@@ -105,10 +98,10 @@ func (s *Source) Start(ctx context.Context, poke func()) error {
 		return err
 	}
 	var stopEvents func()
-	s.rep, stopEvents = newReporter(s.cs, s.dyn, s.nodeName)
+	s.rep, stopEvents = newReporter(s.c, s.nodeName)
 	s.rep.node.UID = node.UID
 	go func() { <-ctx.Done(); stopEvents() }()
-	lb := &lbController{cs: s.cs, dyn: s.dyn, k: s.k, events: s.rep.events, log: s.log}
+	lb := &lbController{c: s.c, k: s.k, events: s.rep.events, log: s.log}
 	go runLBElection(ctx, lb, s.nodeName, Namespace())
 	return nil
 }
@@ -139,7 +132,7 @@ func (s *Source) Report(ctx context.Context, st agent.Status) error {
 	s.rep.heldRoutes(st.HeldRoutes)
 	s.rep.refusedPolicies(st.RefusedPolicies, s.k.policyUID)
 	if st.Ready && !s.readyMarked {
-		if e := markNetworkAvailable(ctx, s.cs, s.nodeName); e != nil {
+		if e := markNetworkAvailable(ctx, s.c, s.nodeName); e != nil {
 			return errors.Join(err, e)
 		}
 		s.readyMarked = true
