@@ -78,12 +78,12 @@ func dropManagedFields(obj any) (any, error) {
 
 // informer watches one built-in resource (cluster-wide when namespace is
 // empty) through its group's REST client, as client-go's informer factory
-// would.
-func informer(rc rest.Interface, resource, namespace string, obj runtime.Object) named {
+// would, and caches what trim keeps of each object (trim.go).
+func informer(rc rest.Interface, resource, namespace string, obj runtime.Object, trim cache.TransformFunc) named {
 	lw := cache.NewFilteredListWatchFromClient(rc, resource, namespace, func(*metav1.ListOptions) {})
 	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, rc), obj,
 		cache.SharedIndexInformerOptions{Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}, ObjectDescription: resource})
-	_ = inf.SetTransform(dropManagedFields)
+	_ = inf.SetTransform(trim)
 	return named{resource, inf}
 }
 
@@ -105,10 +105,12 @@ func crdInformer(dyn dynamic.Interface, gvr schema.GroupVersionResource) named {
 }
 
 func newKubeSource(c *client, nodeName, namespace string, poke func()) *kubeSource {
-	nodes, pods := informer(c.core, "nodes", "", &corev1.Node{}), informer(c.core, "pods", "", &corev1.Pod{})
-	nss, pols := informer(c.core, "namespaces", "", &corev1.Namespace{}), informer(c.networking, "networkpolicies", "", &netv1.NetworkPolicy{})
-	secrets := informer(c.core, "secrets", namespace, &corev1.Secret{})
-	svcs, eps := informer(c.core, "services", "", &corev1.Service{}), informer(c.discovery, "endpointslices", "", &discoveryv1.EndpointSlice{})
+	drop := dropManagedFields
+	nodes, pods := informer(c.core, "nodes", "", &corev1.Node{}, trimNode), informer(c.core, "pods", "", &corev1.Pod{}, trimPod)
+	nss, pols := informer(c.core, "namespaces", "", &corev1.Namespace{}, drop), informer(c.networking, "networkpolicies", "", &netv1.NetworkPolicy{}, drop)
+	secrets := informer(c.core, "secrets", namespace, &corev1.Secret{}, drop)
+	// Services stay whole: the address controller writes their status back.
+	svcs, eps := informer(c.core, "services", "", &corev1.Service{}, drop), informer(c.discovery, "endpointslices", "", &discoveryv1.EndpointSlice{}, drop)
 	peers, configs, pools := crdInformer(c.dyn, bgpPeersGVR), crdInformer(c.dyn, bgpConfigsGVR), crdInformer(c.dyn, lbPoolsGVR)
 	k := &kubeSource{
 		informers: []named{nodes, pods, nss, pols, secrets, svcs, eps, peers, configs, pools},
