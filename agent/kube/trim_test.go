@@ -1,11 +1,13 @@
 package kube
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"reflect"
 	"runtime"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,6 +15,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/petrelnet/petrel/agent/translate"
+	"github.com/petrelnet/petrel/internal/testkit/kubetest"
+	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
 // fixture decodes testdata/<name>.json (an object as the API server serves
@@ -110,6 +114,66 @@ func TestTrimKeepsWhatPetrelReads(t *testing.T) {
 	}
 	if got := len(trimmed(t, trimNode, node).Annotations); got != 1 {
 		t.Errorf("trimmed node kept %d annotations, want only Petrel's one", got)
+	}
+}
+
+// TestInformersCacheTrimmedObjects checks the wiring against a real API
+// server: the cached Pod and Node are the trimmed ones, and the policy
+// input and this node's values come out as from the whole objects.
+func TestInformersCacheTrimmedObjects(t *testing.T) {
+	s := kubetest.Start(t)
+	cs := clientFor(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := fixture[corev1.Node](t, "node")
+	n.ResourceVersion, n.UID = "", ""
+	createNode(t, cs, n)
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := fixture[corev1.Pod](t, "pod")
+	p.ResourceVersion, p.UID, p.OwnerReferences = "", "", nil
+	created, err := cs.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created.Status = p.Status
+	full, err := cs.CoreV1().Pods("shop").UpdateStatus(ctx, created, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyManifest(t, s)
+	k := startSource(t, ctx, s, n.Name)
+
+	var cached *corev1.Pod
+	wait.Equal(t, 15*time.Second, "the pod's status in the cache", "2", func() string {
+		cached, err = k.pods.Pods("shop").Get(p.Name)
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprint(len(cached.Status.PodIPs))
+	})
+	if len(full.Spec.Containers[0].Env) == 0 || len(full.Status.ContainerStatuses) == 0 {
+		t.Fatal("the API server's pod has no env or container statuses: nothing to trim")
+	}
+	if len(cached.Spec.Containers[0].Env) != 0 || len(cached.Status.ContainerStatuses) != 0 || len(cached.Spec.Volumes) != 0 {
+		t.Errorf("the cached pod is whole: %d env, %d container statuses, %d volumes",
+			len(cached.Spec.Containers[0].Env), len(cached.Status.ContainerStatuses), len(cached.Spec.Volumes))
+	}
+	in, err := k.policyInput()
+	if err != nil || len(in.Pods) != 1 || !reflect.DeepEqual(in.Pods[0], translate.Pod(full)) {
+		t.Errorf("policy input %+v (%v), want %+v", in.Pods, err, translate.Pod(full))
+	}
+	node, err := k.nodes.Get(n.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(node.Status.Images) != 0 || node.Status.NodeInfo.KubeletVersion != "" {
+		t.Errorf("the cached node is whole: %d images, kubelet %q", len(node.Status.Images), node.Status.NodeInfo.KubeletVersion)
+	}
+	cidrs, ip, ok := k.thisNode()
+	if !ok || fmt.Sprint(cidrs) != "[10.244.17.0/24 fd00:244:17::/64]" || ip.String() != "10.20.4.17" {
+		t.Errorf("this node from the cache: %v %v %v", cidrs, ip, ok)
 	}
 }
 
