@@ -19,7 +19,7 @@ import (
 	"github.com/petrelnet/petrel/internal/testkit/wait"
 )
 
-func applyManifest(t *testing.T, s *kubetest.Server) []string {
+func applyManifest(t testing.TB, s *kubetest.Server) []string {
 	t.Helper()
 	done, err := kubetest.Apply(context.Background(), s.RestConfig(), filepath.Join("..", "..", "manifests", "petrel.yaml"))
 	if err != nil {

@@ -106,7 +106,7 @@ func crdInformer(dyn dynamic.Interface, gvr schema.GroupVersionResource) named {
 
 func newKubeSource(c *client, nodeName, namespace string, poke func()) *kubeSource {
 	drop := dropManagedFields
-	nodes, pods := informer(c.core, "nodes", "", &corev1.Node{}, trimNode), informer(c.core, "pods", "", &corev1.Pod{}, trimPod)
+	nodes, pods := informer(c.core, "nodes", "", &corev1.Node{}, nodeTrim), informer(c.core, "pods", "", &corev1.Pod{}, podTrim)
 	nss, pols := informer(c.core, "namespaces", "", &corev1.Namespace{}, drop), informer(c.networking, "networkpolicies", "", &netv1.NetworkPolicy{}, drop)
 	secrets := informer(c.core, "secrets", namespace, &corev1.Secret{}, drop)
 	// Services stay whole: the address controller writes their status back.

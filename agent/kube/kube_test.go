@@ -20,7 +20,7 @@ import (
 	"github.com/petrelnet/petrel/policy"
 )
 
-func clientFor(t *testing.T, s *kubetest.Server) *kubernetes.Clientset {
+func clientFor(t testing.TB, s *kubetest.Server) *kubernetes.Clientset {
 	cs, err := kubernetes.NewForConfig(s.RestConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +29,7 @@ func clientFor(t *testing.T, s *kubetest.Server) *kubernetes.Clientset {
 }
 
 // agentClient is the agent's own client with cfg's credentials.
-func agentClient(t *testing.T, cfg *rest.Config) *client {
+func agentClient(t testing.TB, cfg *rest.Config) *client {
 	t.Helper()
 	c, err := newClient(cfg)
 	if err != nil {
@@ -44,7 +44,7 @@ func node(name, ip string, cidrs []string, lbls map[string]string) *corev1.Node 
 }
 
 // createNode creates n with its status, as the kubelet registers a node.
-func createNode(t *testing.T, cs kubernetes.Interface, n *corev1.Node) {
+func createNode(t testing.TB, cs kubernetes.Interface, n *corev1.Node) {
 	t.Helper()
 	ctx := context.Background()
 	created, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
