@@ -23,9 +23,11 @@ type Speaker interface {
 	// Set makes the speaker peer with exactly peers and originate exactly
 	// adverts; idempotent.
 	Set(ctx context.Context, peers []bgp.Peer, adverts bgp.Adverts) (bgp.Changes, error)
-	// Routes are the best routes learned from peers; Changes reports only
-	// what changes after this call.
-	Routes() ([]bgp.Route, error)
+	// EachRoute calls f with each best route learned from peers (the
+	// speaker waits meanwhile); Changes reports only what changes after
+	// this call. RouteCount is how many there are, at most.
+	EachRoute(f func(bgp.Route))
+	RouteCount() int
 	// Changes are the learned routes that changed since the last Changes
 	// or Routes, and the prefixes that no longer have one.
 	Changes() (changed []bgp.Route, gone []netip.Prefix)
@@ -61,6 +63,7 @@ type RouteTable interface {
 	// Resolve keeps the learned next hops that are safe to install (not
 	// local, not inside forbidden, reached through a route Petrel does not
 	// own), each replaced by the gateway the kernel reaches it through.
+	// What it returns is written over learned's array.
 	Resolve(learned []route.Route, forbidden []netip.Prefix) ([]route.Route, []route.Rejected)
 	// ResolveChanged is Resolve for a change set: the routes that keep a
 	// next hop, and the prefixes of those left with none.

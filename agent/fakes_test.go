@@ -62,9 +62,13 @@ func (s *fakeSpeaker) Set(_ context.Context, peers []bgp.Peer, a bgp.Adverts) (b
 	return c, nil
 }
 
-func (s *fakeSpeaker) Routes() ([]bgp.Route, error) {
+func (s *fakeSpeaker) RouteCount() int { return len(s.learned) }
+
+func (s *fakeSpeaker) EachRoute(f func(bgp.Route)) {
 	s.Changes()
-	return s.learned, nil
+	for _, r := range s.learned {
+		f(r)
+	}
 }
 
 // Changes compares learned with what the last call saw.

@@ -135,15 +135,8 @@ func (r *rib) route(prefix netip.Prefix) (Route, bool) {
 // families, sorted by prefix, and starts a new change set: Changes reports
 // only what changed after this call.
 func (s *Speaker) Routes() ([]Route, error) {
-	s.rib.mu.Lock()
-	out := make([]Route, 0, len(s.rib.set))
-	for prefix := range s.rib.set {
-		if r, ok := s.rib.route(prefix); ok {
-			out = append(out, r)
-		}
-	}
-	clear(s.rib.dirty)
-	s.rib.mu.Unlock()
+	var out []Route
+	s.EachRoute(func(r Route) { out = append(out, r) })
 	slices.SortFunc(out, func(a, b Route) int {
 		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
 			return c
@@ -151,6 +144,29 @@ func (s *Speaker) Routes() ([]Route, error) {
 		return a.Prefix.Bits() - b.Prefix.Bits()
 	})
 	return out, nil
+}
+
+// RouteCount is how many prefixes have a best path: at most the number of
+// routes EachRoute gives.
+func (s *Speaker) RouteCount() int {
+	s.rib.mu.Lock()
+	defer s.rib.mu.Unlock()
+	return len(s.rib.set)
+}
+
+// EachRoute is Routes without the slice: it calls f with each route, in no
+// order, and starts a new change set. f runs with the mirror locked (the
+// best-path events wait): it must only take the route. A full sync at
+// 100,000 routes builds its desired table from this without another copy.
+func (s *Speaker) EachRoute(f func(Route)) {
+	s.rib.mu.Lock()
+	defer s.rib.mu.Unlock()
+	for prefix := range s.rib.set {
+		if r, ok := s.rib.route(prefix); ok {
+			f(r)
+		}
+	}
+	clear(s.rib.dirty)
 }
 
 // Changes returns what changed since the last call of Changes or Routes:

@@ -34,9 +34,11 @@ var (
 // next hops that pass (each replaced by the gateway the kernel uses to
 // reach it); a route left with none is dropped. Every refused next hop is
 // returned once, and logged when its verdict changes: a refusal is not an
-// error to retry, and never holds up the other routes.
+// error to retry, and never holds up the other routes. The routes returned
+// are written over learned's array (at 100,000 routes a full sync would
+// otherwise hold another 5.6 MB copy): the caller gives learned up.
 func (p *Programmer) Resolve(learned []Route, forbidden []netip.Prefix) ([]Route, []Rejected) {
-	out, _, verdicts := p.resolveAll(learned, forbidden, map[netip.Addr]resolution{})
+	out, _, verdicts := p.resolveAll(learned, forbidden, map[netip.Addr]resolution{}, learned[:0])
 	p.mu.Lock()
 	p.resolved = verdicts
 	p.mu.Unlock()
@@ -68,7 +70,7 @@ func (p *Programmer) ResolveChanged(learned []Route, forbidden []netip.Prefix) (
 	}
 	cache := p.resolved
 	p.mu.Unlock()
-	out, none, verdicts := p.resolveAll(learned, forbidden, cache)
+	out, none, verdicts := p.resolveAll(learned, forbidden, cache, make([]Route, 0, len(learned)))
 	var rejected []Rejected
 	for nh, v := range verdicts {
 		if v.err != nil {
@@ -79,9 +81,10 @@ func (p *Programmer) ResolveChanged(learned []Route, forbidden []netip.Prefix) (
 	return out, none
 }
 
-// resolveAll resolves each distinct next hop once, adding to verdicts.
-func (p *Programmer) resolveAll(learned []Route, forbidden []netip.Prefix, verdicts map[netip.Addr]resolution) ([]Route, []netip.Prefix, map[netip.Addr]resolution) {
-	out := make([]Route, 0, len(learned))
+// resolveAll resolves each distinct next hop once, adding to verdicts, and
+// appends the routes that keep a next hop to out, which may be learned[:0]
+// (each route is written at or before the index it was read from).
+func (p *Programmer) resolveAll(learned []Route, forbidden []netip.Prefix, verdicts map[netip.Addr]resolution, out []Route) ([]Route, []netip.Prefix, map[netip.Addr]resolution) {
 	var none []netip.Prefix
 	for _, r := range learned {
 		if len(r.NextHops) == 1 {
