@@ -2,10 +2,13 @@ package standalone
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -93,6 +96,35 @@ func TestSyntheticYAMLReadsBack(t *testing.T) {
 	got := policy.Input{Namespaces: ns, Pods: pods, Policies: pols}
 	if d := cmp.Diff(want, got, cmpopts.EquateEmpty(), cmpopts.EquateComparable(netip.Addr{})); d != "" {
 		t.Fatalf("read back (-written +read):\n%s", d)
+	}
+}
+
+// Pods with the same labels share one map; the labels read back the same.
+func TestPodsShareEqualLabels(t *testing.T) {
+	dir := t.TempDir()
+	doc := func(name, labels string) string {
+		return "---\napiVersion: v1\nkind: Pod\nmetadata: {name: " + name + ", namespace: web, labels: " + labels + "}\n" +
+			"spec: {containers: [{name: c}]}\nstatus: {podIPs: [{ip: 10.244.1.5}]}\n"
+	}
+	yaml := doc("a", "{app: api, tier: x}") + doc("b", "{tier: x, app: api}") + doc("c", "{app: api}") + doc("d", "{app: api, tier: w}")
+	if err := os.WriteFile(filepath.Join(dir, "pods.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, pods, _, _ := newPolicyDir(dir, slog.New(slog.NewTextHandler(io.Discard, nil))).load()
+	if len(pods) != 4 {
+		t.Fatalf("%d pods", len(pods))
+	}
+	same := func(i, j int) bool {
+		return reflect.ValueOf(pods[i].Labels).Pointer() == reflect.ValueOf(pods[j].Labels).Pointer()
+	}
+	if !same(0, 1) || same(0, 2) || same(0, 3) || same(2, 3) {
+		t.Errorf("label maps shared: a=b %v a=c %v a=d %v c=d %v; want only a=b", same(0, 1), same(0, 2), same(0, 3), same(2, 3))
+	}
+	want := []string{"map[app:api tier:x]", "map[app:api tier:x]", "map[app:api]", "map[app:api tier:w]"}
+	for i, p := range pods {
+		if got := fmt.Sprint(p.Labels); got != want[i] {
+			t.Errorf("pod %s: labels %s, want %s", p.Name, got, want[i])
+		}
 	}
 }
 
