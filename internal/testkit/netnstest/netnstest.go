@@ -87,8 +87,12 @@ var sweep sync.Once
 // sweepStale deletes namespaces left by test processes that were killed
 // before their cleanup ran (a timeout, a crash): names carry the creating
 // process's ID, and only names with Prefix whose process is gone are
-// deleted, each by its exact name.
+// deleted, each by its exact name; only from the machine's own PID
+// namespace, the only one that sees every process.
 func sweepStale() {
+	if !inMachinePIDNamespace() {
+		return
+	}
 	entries, _ := os.ReadDir("/var/run/netns")
 	for _, e := range entries {
 		rest, ok := strings.CutPrefix(e.Name(), Prefix)
@@ -104,6 +108,21 @@ func sweepStale() {
 			netns.DeleteNamed(e.Name())
 		}
 	}
+}
+
+// initialPIDNamespace is the machine's own PID namespace as
+// /proc/self/ns/pid names it (the kernel's PROC_PID_INIT_INO).
+const initialPIDNamespace = "pid:[4026531836]"
+
+// inMachinePIDNamespace reports whether this process sees every process in
+// /proc. A test re-run in a PID namespace of its own (policy's
+// TestWatchInOwnPIDNamespace) sees only its own, so every other test
+// process's namespaces would look stale to it: it swept a concurrently
+// running e2e test's namespaces away. Elsewhere (in a container too) the
+// sweep is skipped.
+func inMachinePIDNamespace() bool {
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	return err == nil && ns == initialPIDNamespace
 }
 
 // Create makes a namespace named name, after deleting namespaces that
