@@ -22,7 +22,11 @@ import (
 
 func ping(t *testing.T, from netnstest.NS, to string, args ...string) string {
 	t.Helper()
-	out, err := from.Run("ping", append([]string{"-c1", "-W2"}, append(args, to)...)...)
+	// One reply within 5 s, a request a second until then: reachability,
+	// not the first packet's fate (a CI run had the only request, IPv6, to
+	// a pod created a moment before go unanswered within 2 s; loss is
+	// measured where it matters, with streams).
+	out, err := from.Run("ping", append([]string{"-c1", "-w5"}, append(args, to)...)...)
 	if err != nil {
 		t.Fatalf("ping %s from %s: %v\n%s", to, from.Name, err, out)
 	}
