@@ -15,9 +15,12 @@ import (
 // Watch reports route changes made by others, so the caller's loop resyncs
 // within moments instead of at the next periodic full sync. poke(true):
 // a route of Petrel's protocol was deleted, or a route of another protocol
-// appeared (it may have replaced one of Petrel's): what the caller
-// remembers of the table is stale. poke(false): a route of another
-// protocol went away, which may free a prefix Petrel was kept out of.
+// appeared in the main table (it may have replaced one of Petrel's): what
+// the caller remembers of the table is stale. poke(false): a route of
+// another protocol went away, which may free a prefix Petrel was kept out
+// of, or a route of another table changed (an address came or went), which
+// may change how a next hop resolves but not Petrel's routes, which live
+// in the main table only.
 // Petrel's own installs do not poke, so a sync does not wake itself: a
 // socket filter drops their notifications in the kernel, so that
 // installing 100,000 routes neither costs the agent 100,000 messages to
@@ -75,8 +78,17 @@ func (w *watcher) run(ns netns.NsHandle, proto int, poke func(stale bool)) {
 			if len(m.Data) < unix.SizeofRtMsg {
 				continue
 			}
-			ours := int(m.Data[5]) == proto // rtm_protocol
+			ours := int(m.Data[5]) == proto         // rtm_protocol
+			main := m.Data[4] == unix.RT_TABLE_MAIN // rtm_table
 			switch {
+			case !main:
+				// Another table: the local one (an address came or
+				// went: IPv6 DAD ends, kube-proxy's IPVS adds a
+				// Service address) or one of policy routing. None of
+				// Petrel's routes changed, but a next hop may resolve
+				// differently: a sync resolves them afresh, without
+				// listing the table again.
+				poke(false)
 			case (m.Header.Type == unix.RTM_DELROUTE && ours) || (m.Header.Type == unix.RTM_NEWROUTE && !ours):
 				poke(true)
 			case m.Header.Type == unix.RTM_DELROUTE:

@@ -1,10 +1,15 @@
 package route
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -18,28 +23,7 @@ import (
 // them, read for nothing, overflowed it during large updates), and lets
 // another protocol's add and Petrel's own deletes through.
 func TestWatchSocketDropsOwnAdds(t *testing.T) {
-	netnstest.RequireRoot(t)
-	n := netnstest.New(t, "watch")
-	for _, args := range [][]string{
-		{"link", "add", "up0", "type", "veth", "peer", "name", "up0p"},
-		{"addr", "add", "10.0.0.1/24", "dev", "up0"},
-		{"link", "set", "up0", "up"},
-		{"link", "set", "up0p", "up"},
-	} {
-		if out, err := n.Run("ip", args...); err != nil {
-			t.Fatalf("ip %v: %v %s", args, err, out)
-		}
-	}
-	h, err := netns.GetFromName(n.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	k, err := OpenKernel(h, rtproto.BGP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
+	n, h, k := watchNS(t)
 	s, err := watchSocket(h, rtproto.BGP)
 	if err != nil {
 		t.Fatal(err)
@@ -95,5 +79,107 @@ func TestWatchSocketDropsOwnAdds(t *testing.T) {
 	}
 	if slices.Contains(got, "add proto 61") {
 		t.Fatalf("own add reached the socket: %q", got)
+	}
+}
+
+// watchNS is a namespace with an uplink (10.0.0.1/24 on up0), its handle
+// and a Kernel over it.
+func watchNS(t *testing.T) (netnstest.NS, netns.NsHandle, *Kernel) {
+	netnstest.RequireRoot(t)
+	n := netnstest.New(t, "watch")
+	for _, args := range [][]string{
+		{"link", "add", "up0", "type", "veth", "peer", "name", "up0p"},
+		{"addr", "add", "10.0.0.1/24", "dev", "up0"},
+		{"link", "set", "up0", "up"},
+		{"link", "set", "up0p", "up"},
+	} {
+		if out, err := n.Run("ip", args...); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
+	h, err := netns.GetFromName(n.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	k, err := OpenKernel(h, rtproto.BGP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	return n, h, k
+}
+
+// TestWatchOtherTablesKeepMemory: a route changing in a table other than
+// the main one (an address added: the local table; policy routing) leaves
+// Petrel's routes alone, so the watch pokes without calling the memory of
+// the table stale (which made the next sync dump the whole table: in the
+// middle of a flood of updates, when IPv6 DAD ended on a fresh link, it
+// cost a tenth of the install time); the sync it asks for resolves the next
+// hops afresh, and one that became a local address is refused.
+func TestWatchOtherTablesKeepMemory(t *testing.T) {
+	n, h, k := watchNS(t)
+	// The kernel's own late changes (IPv6 link-local addresses leaving
+	// DAD) must be over before watching.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err := n.Run("ip", "-6", "addr", "show", "tentative")
+		if err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		if strings.TrimSpace(string(out)) == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("IPv6 addresses still tentative:\n%s", out)
+		}
+	}
+	p := New(k, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	learned := []Route{{Prefix: netip.MustParsePrefix("10.244.2.0/24"), NextHops: []netip.Addr{netip.MustParseAddr("10.0.0.2")}}}
+	forbidden := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
+	want, _ := p.Resolve(slices.Clone(learned), forbidden)
+	if res, err := p.Sync(context.Background(), want); err != nil || res.Replaced != 1 {
+		t.Fatalf("sync: %+v %v", res, err)
+	}
+	pokes := make(chan bool, 64)
+	stop, err := Watch(h, rtproto.BGP, func(stale bool) { pokes <- stale })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	for _, args := range [][]string{
+		{"route", "add", "198.51.100.0/24", "via", "10.0.0.9", "table", "100"},
+		{"addr", "add", "10.0.0.2/32", "dev", "lo"}, // the next hop is now this node's
+	} {
+		if out, err := n.Run("ip", args...); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
+	got := 0
+	for quiet := time.After(5 * time.Second); ; {
+		select {
+		case stale := <-pokes:
+			if stale {
+				t.Fatal("a change outside the main table was reported as stale memory of Petrel's routes")
+			}
+			got++
+			quiet = time.After(300 * time.Millisecond)
+			continue
+		case <-quiet:
+		}
+		break
+	}
+	if got == 0 {
+		t.Fatal("no poke after routes changed in other tables")
+	}
+	// The sync the poke asks for: fresh verdicts, the memory trusted.
+	want, rejected := p.Resolve(slices.Clone(learned), forbidden)
+	if len(want) != 0 || len(rejected) != 1 || rejected[0].Reason != errLocal.Error() {
+		t.Fatalf("after the next hop became local: routes %v, rejected %+v", want, rejected)
+	}
+	if res, err := p.Sync(context.Background(), want); err != nil || res.Removed != 1 {
+		t.Fatalf("sync: %+v %v, want the route removed", res, err)
+	}
+	if have, err := k.List(); err != nil || len(have) != 0 {
+		t.Fatalf("kernel holds %v (%v), want none of Petrel's routes", have, err)
 	}
 }
