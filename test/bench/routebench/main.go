@@ -2,10 +2,10 @@
 // feeder speaker in its own namespace announces N distinct /26 prefixes to
 // the device under test — petrel-agent, FRR bgpd+zebra, or BIRD 2 with its
 // kernel protocol — each in an identical fresh namespace, all in one run.
-// The clock starts when the feeder's session reaches Established (it sends
-// its whole table right then) and stops when the DUT's kernel has announced
-// the last of the N routes over netlink. Peak RSS is VmHWM of the DUT's
-// processes.
+// The DUT runs for two seconds before the feeder connects; the clock starts
+// when the feeder's session reaches Established (it sends its whole table
+// right then, once) and stops when the DUT's kernel has announced the last
+// of the N routes over netlink. Peak RSS is VmHWM of the DUT's processes.
 package main
 
 import (
@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -26,7 +25,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/petrelnet/petrel/bgp"
 	"github.com/petrelnet/petrel/bgp/sim"
 	"github.com/petrelnet/petrel/internal/testkit/labtest"
 	"github.com/petrelnet/petrel/internal/testkit/netnstest"
@@ -186,6 +184,9 @@ func label(dut string, pods int) string {
 	return name
 }
 
+// settle is how long the DUT runs before the feeder connects.
+const settle = 2 * time.Second
+
 // measure builds a fresh feeder/DUT pair, feeds n prefixes, and tears down.
 func measure(dut string, n int, agentBin, profile string, pods int, single bool) (result, error) {
 	dir, err := os.MkdirTemp("", "routebench")
@@ -224,6 +225,15 @@ func measure(dut string, n int, agentBin, profile string, pods int, single bool)
 		return result{}, err
 	}
 	defer stop()
+	// A running router is measured, not one starting: FRR's zebra, just
+	// started, does not yet resolve the feeder's next hop, and bgpd holds
+	// every route as unresolved until it does (half a second and more).
+	// With pods, the agent starting is the point: its first policy
+	// compile and the flood of routes overlap, as when an agent restarts
+	// on a busy node.
+	if pods == 0 {
+		time.Sleep(settle)
+	}
 	start, stopFeeder, err := startFeeder(feedNS, n, single)
 	if err != nil {
 		return result{}, err
@@ -309,48 +319,53 @@ func startFeeder(ns netnstest.NS, n int, single bool) (time.Time, func(), error)
 	return time.Unix(0, ns_), stop, nil
 }
 
-// feeder announces n /26 prefixes from 10.128.0.0/9 to 10.98.0.2. The
-// paths go in before the peer, so they are the session's initial table.
-// With single set, a minimal speaker (bgp/sim) sends each prefix in an
-// UPDATE of its own instead, as routes with different attributes arrive.
+// feeder announces n /26 prefixes from 10.128.0.0/9 to 10.98.0.2 as a
+// router sends its table: once, right after the session is Established,
+// packed into full UPDATEs (all share their attributes), or with single
+// set each prefix in an UPDATE of its own, as routes with different
+// attributes arrive. A minimal speaker (bgp/sim): a feeder built on
+// Petrel's own speaker sent the table twice (Petrel re-sends its table to
+// every new session, see bgp/resend.go), which measured the DUTs on a
+// duplicate of every route.
 func feeder(args []string) int {
 	n, _ := strconv.Atoi(args[0])
-	if single, _ := strconv.ParseBool(args[1]); single {
-		return feedSingly(n)
-	}
-	ctx := context.Background()
-	poked := make(chan struct{}, 1)
-	sp, err := bgp.New(ctx, bgp.Config{
-		ASN: 65000, RouterID: netip.MustParseAddr("10.98.0.1"), ListenPort: 179,
-		PodCIDRs: []netip.Prefix{fed}, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
-	}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), bgp.Notify{Sessions: func() {
-		select {
-		case poked <- struct{}{}:
-		default:
+	single, _ := strconv.ParseBool(args[1])
+	// Until the DUT takes the session: an agent still starting listens
+	// before it knows its peers, and closes the connection.
+	var s *sim.Session
+	var err error
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var conn net.Conn
+		if conn, err = net.DialTimeout("tcp", "10.98.0.2:179", time.Second); err != nil {
+			continue
 		}
-	}})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "feeder:", err)
-		return 1
-	}
-	adverts := fedPrefixes(n)
-	// FRR announces everything back (the feeder drops it as an AS loop,
-	// after counting it): the feeder's prefix limit must not end the
-	// session under it.
-	peer := bgp.Peer{Address: netip.MustParseAddr("10.98.0.2"), ASN: 65001, ConnectRetry: time.Second, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second,
-		MaxPrefixes: 1 << 20}
-	if _, err := sp.Set(ctx, []bgp.Peer{peer}, bgp.Adverts{Prefixes: adverts}); err != nil {
-		fmt.Fprintln(os.Stderr, "feeder:", err)
-		return 1
-	}
-	for range poked {
-		if sp.PeerStates()[peer.Address] == "established" {
-			fmt.Printf("established %d\n", time.Now().UnixNano())
+		if s, err = sim.Start(conn, 65000, netip.MustParseAddr("10.98.0.1"), 9*time.Second, nil); err == nil {
 			break
+		}
+		conn.Close()
+	}
+	if s == nil {
+		fmt.Fprintln(os.Stderr, "feeder:", err)
+		return 1
+	}
+	fmt.Printf("established %d\n", time.Now().UnixNano())
+	perUpdate := packed
+	if single {
+		perUpdate = 1
+	}
+	for chunk := range slices.Chunk(fedPrefixes(n), perUpdate) {
+		if err := s.Announce(chunk, nil); err != nil {
+			fmt.Fprintln(os.Stderr, "feeder:", err)
+			return 1
 		}
 	}
 	select {} // until killed
 }
+
+// packed is how many /26 prefixes fill an UPDATE: 19 bytes of header, 4
+// of lengths, 20 of attributes (ORIGIN, a one-AS AS_PATH, NEXT_HOP) and 5
+// bytes a prefix stay within BGP's 4,096.
+const packed = 800
 
 // fedPrefixes are n distinct /26 prefixes of fed.
 func fedPrefixes(n int) []netip.Prefix {
@@ -361,35 +376,6 @@ func fedPrefixes(n int) []netip.Prefix {
 		out[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 26)
 	}
 	return out
-}
-
-// feedSingly connects to the DUT and sends n prefixes, one per UPDATE.
-func feedSingly(n int) int {
-	var conn net.Conn
-	var err error
-	for range 600 {
-		if conn, err = net.DialTimeout("tcp", "10.98.0.2:179", time.Second); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "feeder:", err)
-		return 1
-	}
-	s, err := sim.Start(conn, 65000, netip.MustParseAddr("10.98.0.1"), 9*time.Second, nil)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "feeder:", err)
-		return 1
-	}
-	fmt.Printf("established %d\n", time.Now().UnixNano())
-	for _, p := range fedPrefixes(n) {
-		if err := s.Announce([]netip.Prefix{p}, nil); err != nil {
-			fmt.Fprintln(os.Stderr, "feeder:", err)
-			return 1
-		}
-	}
-	select {} // until killed
 }
 
 // readyz waits until the agent's /readyz answers 200: routes, CNI config,
