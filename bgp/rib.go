@@ -176,6 +176,7 @@ func (s *Speaker) EachRoute(f func(Route)) {
 func (s *Speaker) Changes() (changed []Route, gone []netip.Prefix) {
 	s.rib.mu.Lock()
 	defer s.rib.mu.Unlock()
+	changed = make([]Route, 0, len(s.rib.dirty)) // mostly changes, during a flood
 	for prefix := range s.rib.dirty {
 		if r, ok := s.rib.route(prefix); ok {
 			changed = append(changed, r)

@@ -179,7 +179,8 @@ func (p *Programmer) apply(add, change, remove []Route) (Result, map[netip.Prefi
 	var res Result
 	var errs []error
 	held := map[netip.Prefix]Route{}
-	var done, gone []Route
+	done := make([]Route, 0, len(add)+len(change))
+	var gone []Route
 	for i, err := range p.table.Apply(add, change, remove) {
 		r, verb := applied(i, add, change, remove)
 		switch {

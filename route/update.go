@@ -21,7 +21,8 @@ func (p *Programmer) Update(ctx context.Context, changed []Route, gone []netip.P
 	if err != nil {
 		return Result{}, fmt.Errorf("list routes: %w", err)
 	}
-	var add, change, remove []Route
+	add := make([]Route, 0, len(changed)) // during a flood, mostly new prefixes
+	var change, remove []Route
 	for _, r := range changed {
 		if err := r.validate(); err != nil {
 			return Result{}, err
