@@ -78,10 +78,10 @@ func (w *watcher) run(ns netns.NsHandle, proto int, poke func(stale bool)) {
 			if len(m.Data) < unix.SizeofRtMsg {
 				continue
 			}
-			ours := int(m.Data[5]) == proto         // rtm_protocol
-			main := m.Data[4] == unix.RT_TABLE_MAIN // rtm_table
+			ours := int(m.Data[5]) == proto           // rtm_protocol
+			inMain := m.Data[4] == unix.RT_TABLE_MAIN // rtm_table
 			switch {
-			case !main:
+			case !inMain:
 				// Another table: the local one (an address came or
 				// went: IPv6 DAD ends, kube-proxy's IPVS adds a
 				// Service address) or one of policy routing. None of
