@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -210,8 +209,8 @@ func measure(n int, agentBin string) (result, error) {
 		case <-c.Done:
 		case err := <-c.Err:
 			return r, err
-		case <-time.After(time.Minute):
-			return r, errors.New("the reflector's kernel did not get every node's routes within 5 minutes")
+		case <-time.After(b.limit(time.Minute)):
+			return r, fmt.Errorf("the reflector's kernel did not get every node's routes within %v", b.limit(time.Minute))
 		}
 	}
 	last := c4.Last
@@ -219,7 +218,7 @@ func measure(n int, agentBin string) (result, error) {
 		last = c6.Last
 	}
 	r.kernel = last.Sub(start)
-	if err := b.waitConverged(2 * time.Minute); err != nil {
+	if err := b.waitConverged(b.limit(2 * time.Minute)); err != nil {
 		return r, err
 	}
 	r.converged = time.Since(start)
@@ -240,7 +239,7 @@ func measure(n int, agentBin string) (result, error) {
 	if err := s6.Announce([]netip.Prefix{new6}, []netip.Prefix{old6}); err != nil {
 		return r, err
 	}
-	if err := b.waitConverged(time.Minute); err != nil {
+	if err := b.waitConverged(b.limit(time.Minute)); err != nil {
 		return r, fmt.Errorf("after node 0's CIDR change: %w", err)
 	}
 	r.change = time.Since(t)
@@ -262,11 +261,21 @@ func measure(n int, agentBin string) (result, error) {
 	if err := b.dialAll(); err != nil {
 		return r, err
 	}
-	if err := b.waitConverged(2 * time.Minute); err != nil {
+	if err := b.waitConverged(b.limit(2 * time.Minute)); err != nil {
 		return r, fmt.Errorf("after the restart: %w", err)
 	}
 	r.restart = time.Since(t)
 	return r, nil
+}
+
+// limit scales a wait sized for up to 1,000 nodes: the reflector's work
+// grows with the square of the node count (every session is sent every
+// node's route), and so may its time.
+func (b *bench) limit(d time.Duration) time.Duration {
+	if b.n <= 1000 {
+		return d
+	}
+	return d * time.Duration(b.n) * time.Duration(b.n) / 1000 / 1000
 }
 
 func (b *bench) cidr4(i int) netip.Prefix {
@@ -405,7 +414,7 @@ func (b *bench) dialAll() error {
 }
 
 func (b *bench) dial(local, remote, id netip.Addr, cidrs ...netip.Prefix) (*sim.Session, error) {
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(b.limit(2 * time.Minute))
 	for {
 		var conn net.Conn
 		err := b.sims.Do(func() error {
