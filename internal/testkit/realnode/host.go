@@ -2,6 +2,7 @@ package realnode
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -46,6 +47,11 @@ var kubeletSysctls = []string{"kernel.panic", "kernel.panic_on_oops", "vm.overco
 
 type hostState struct {
 	Sysctls map[string]string `json:"sysctls"`
+	// MountPoints are directories the machine lacked (a fresh machine
+	// has no /etc/cni/net.d) and the harness made for the node's
+	// directories to be mounted on, deepest first: removed at the end if
+	// still empty.
+	MountPoints []string `json:"mountPoints,omitempty"`
 }
 
 func sysctlPath(key string) string {
@@ -53,7 +59,8 @@ func sysctlPath(key string) string {
 }
 
 // claimHost undoes a killed run's leftovers, then records the settings
-// the kubelet will change and creates the node's cgroups.
+// the kubelet will change, makes the mount points the machine lacks and
+// creates the node's cgroups.
 func claimHost() error {
 	if err := releaseHost(); err != nil {
 		return fmt.Errorf("undo a previous run: %w", err)
@@ -66,9 +73,22 @@ func claimHost() error {
 		}
 		st.Sysctls[k] = strings.TrimSpace(string(b))
 	}
+	for _, p := range private {
+		for d := p; ; d = filepath.Dir(d) {
+			if _, err := os.Stat(d); err == nil {
+				break
+			}
+			st.MountPoints = append(st.MountPoints, d)
+		}
+	}
 	b, _ := json.Marshal(st)
 	if err := os.WriteFile(stateFile, b, 0o600); err != nil {
 		return err
+	}
+	for _, p := range private { // recorded first: a killed run's are removed too
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return err
+		}
 	}
 	for _, h := range hierarchies() {
 		for _, d := range []string{CgroupName, CgroupName + "/node"} {
@@ -89,8 +109,9 @@ func claimHost() error {
 	return nil
 }
 
-// releaseHost kills every process in the node's cgroups, removes them and
-// restores the recorded settings. Without a record it does nothing.
+// releaseHost kills every process in the node's cgroups, removes them,
+// restores the recorded settings and removes the mount points claimHost
+// made. Without a record it does nothing.
 func releaseHost() error {
 	b, err := os.ReadFile(stateFile)
 	if os.IsNotExist(err) {
@@ -112,6 +133,12 @@ func releaseHost() error {
 	for k, v := range st.Sysctls {
 		if err := os.WriteFile(sysctlPath(k), []byte(v), 0o644); err != nil {
 			return fmt.Errorf("restore %s=%s: %w", k, v, err)
+		}
+	}
+	for _, d := range st.MountPoints {
+		// Not empty: something else put files there since; it stays.
+		if err := os.Remove(d); err != nil && !os.IsNotExist(err) && !errors.Is(err, syscall.ENOTEMPTY) {
+			return fmt.Errorf("remove the mount point made for the node: %w", err)
 		}
 	}
 	return os.Remove(stateFile)
