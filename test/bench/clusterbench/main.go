@@ -292,16 +292,29 @@ func (b *bench) cidr6(i int) netip.Prefix {
 	return cidr6(i)
 }
 
+// The two ends' link-layer addresses, fixed so the device's neighbour
+// entries can be written before anything talks.
+const rrMAC, simsMAC = "02:00:00:00:01:01", "02:00:00:00:01:02"
+
 // wire links the two namespaces and gives the simulated nodes their
-// addresses, in one ip -batch.
+// addresses, in one ip -batch. The device under test gets a permanent
+// neighbour entry for every simulated address: the kernel's neighbour
+// table holds at most gc_thresh3 (1,024 by default, per family, for the
+// whole machine) learned entries, and past that a node's ARP or ND entry
+// is refused and its session never comes up ("neighbor table overflow");
+// permanent entries are not counted. A reflector with that many clients
+// on one link needs the same (docs/benchmarks.md).
 func (b *bench) wire() error {
 	var batch strings.Builder
-	fmt.Fprintf(&batch, "link add eth0 netns %s type veth peer name eth0 netns %s\n", b.rr.Name, b.sims.Name)
+	fmt.Fprintf(&batch, "link add eth0 address %s netns %s type veth peer name eth0 address %s netns %s\n", rrMAC, b.rr.Name, simsMAC, b.sims.Name)
 	if err := runBatch(netnstest.NS{}, batch.String()); err != nil {
 		return err
 	}
 	batch.Reset()
 	fmt.Fprintf(&batch, "addr add %s/16 dev eth0\naddr add %s/64 dev eth0 nodad\nlink set eth0 up\nlink set lo up\n", rr4, rr6)
+	for i := range b.n {
+		fmt.Fprintf(&batch, "neigh replace %s lladdr %s dev eth0 nud permanent\nneigh replace %s lladdr %s dev eth0 nud permanent\n", addr4(i), simsMAC, addr6(i), simsMAC)
+	}
 	if err := runBatch(b.rr, batch.String()); err != nil {
 		return err
 	}
