@@ -32,6 +32,7 @@ func deployCopy(t *testing.T, topoDir, file string, tools ...string) map[string]
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { clab.Destroy(path) })
+	t.Cleanup(func() { logTails(t, filepath.Join(dir, "work")) }) // runs first
 	s, err := clab.ReadState(path)
 	if err != nil {
 		t.Fatal(err)
@@ -41,6 +42,26 @@ func deployCopy(t *testing.T, topoDir, file string, tools ...string) map[string]
 		nodes[n.Name] = n
 	}
 	return nodes
+}
+
+// logTails logs the end of each node's log under work when the test
+// failed: the agents' own account of sessions and routes.
+func logTails(t *testing.T, work string) {
+	if !t.Failed() {
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(work, "*.log"))
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) > 60 {
+			lines = lines[len(lines)-60:]
+		}
+		t.Logf("%s (last %d lines):\n%s", filepath.Base(l), len(lines), strings.Join(lines, "\n"))
+	}
 }
 
 // waitForRoutes waits until each node's Petrel routes contain every wanted
